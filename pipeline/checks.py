@@ -1,0 +1,90 @@
+"""Post-load checks, run on a built snapshot before it may be published.
+
+Keys unique, no child without its parent, ids well-formed, one article per
+loaded file, and the run's file accounting adding up. Each failure is one
+line; any failure keeps the previous snapshot published.
+"""
+
+from __future__ import annotations
+
+import os
+
+import duckdb
+
+from . import schema
+
+ID_PATTERN = "^[0-9a-f]{16}$"
+
+
+def _src(build_dir: str, files: dict[str, list[str]], table: str) -> str:
+    paths = ", ".join("'" + os.path.join(build_dir, table, f).replace("'", "''") + "'" for f in files[table])
+    return f"read_parquet([{paths}])"
+
+
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
+    row = con.execute(sql).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def run_checks(build_dir: str, files: dict[str, list[str]], counts: dict[str, int]) -> list[str]:
+    """Every failed check as one line; empty when the snapshot may be published."""
+    con = duckdb.connect(":memory:")
+    failures: list[str] = []
+    src = {t.name: _src(build_dir, files, t.name) for t in schema.TABLES}
+    try:
+        for t in schema.TABLES:
+            key = ", ".join(f'"{k}"' for k in t.key)
+            dupes = _scalar(con, f"SELECT count(*) FROM (SELECT {key} FROM {src[t.name]} GROUP BY ALL HAVING count(*) > 1)")
+            if dupes:
+                failures.append(f"{t.name}: {dupes} duplicate keys ({', '.join(t.key)})")
+            for c in t.columns:
+                if not c.nullable and _scalar(con, f'SELECT count(*) FROM {src[t.name]} WHERE "{c.name}" IS NULL'):
+                    failures.append(f"{t.name}.{c.name}: NULL in a NOT NULL column")
+            if t.parent:
+                on = " AND ".join(f'c."{ck}" = p."{pk}"' for ck, pk in zip(t.parent_key, schema.table(t.parent).key))
+                orphans = _scalar(
+                    con, f"SELECT count(*) FROM {src[t.name]} c ANTI JOIN {src[t.parent]} p ON {on}"
+                )
+                if orphans:
+                    failures.append(f"{t.name}: {orphans} rows without a parent in {t.parent}")
+        for table, col in (
+            ("articles", "article_id"),
+            ("articles", "provider_id"),
+            ("related_articles", "related_article_id"),
+            ("related_articles", "provider_id"),
+            ("providers", "provider_id"),
+        ):
+            bad = _scalar(con, f"SELECT count(*) FROM {src[table]} WHERE NOT regexp_full_match({col}, '{ID_PATTERN}')")
+            if bad:
+                failures.append(f"{table}.{col}: {bad} malformed ids")
+        for table in ("articles", "related_articles"):
+            missing = _scalar(
+                con,
+                f"SELECT count(*) FROM {src[table]} a WHERE provider_id IS NOT NULL "
+                f"AND provider_id NOT IN (SELECT provider_id FROM {src['providers']})",
+            )
+            if missing:
+                failures.append(f"{table}: {missing} rows whose provider_id is not in providers")
+        mismatch = _scalar(
+            con,
+            f"SELECT count(*) FROM (SELECT article_id FROM {src['articles']} "
+            f"FULL OUTER JOIN (SELECT article_id AS m FROM {src['source_files']} WHERE status = 'loaded') "
+            "ON article_id = m WHERE article_id IS NULL OR m IS NULL)",
+        )
+        if mismatch:
+            failures.append(f"articles and loaded source files differ by {mismatch} ids")
+    finally:
+        con.close()
+    c = counts
+    seen = c["files_seen"]
+    if seen != c["files_loaded"] + c["files_rejected"] + c["files_duplicate"]:
+        failures.append(
+            f"accounting: {seen} files seen != {c['files_loaded']} loaded + {c['files_rejected']} rejected"
+            f" + {c['files_duplicate']} duplicates"
+        )
+    if seen != c["files_new"] + c["files_changed"] + c["files_unchanged"]:
+        failures.append(
+            f"accounting: {seen} files seen != {c['files_new']} new + {c['files_changed']} changed"
+            f" + {c['files_unchanged']} unchanged"
+        )
+    return failures

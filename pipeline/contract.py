@@ -1,0 +1,284 @@
+"""The seed document contract, declared once, and the checks that enforce it.
+
+Every known frontmatter field with its kind, whether it is required and what it
+means. ``check_document`` turns loaded frontmatter into typed values or a list
+of problems that name the field path and say what was expected. Values are
+converted only when nothing is lost; anything else is refused, never guessed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from typing import Any
+from urllib.parse import urlsplit
+
+from .problems import Problem
+
+
+@dataclass(frozen=True)
+class Field:
+    key: str
+    kind: str  # text | url | int | bool | timestamp | text_list | object | object_list
+    required: bool
+    description: str
+    fields: tuple[Field, ...] = ()
+
+
+IMAGE = (
+    Field("url", "text", False, "image URL"),
+    Field("width", "int", False, "width in pixels (integer >= 0)"),
+    Field("height", "int", False, "height in pixels (integer >= 0)"),
+    Field("isCached", "bool", False, "whether the image is cached upstream (true/false)"),
+)
+PROVIDER = (
+    Field("name", "text", False, "display name of the provider"),
+    Field("domain", "text", True, "provider's domain, e.g. wsj.com"),
+)
+RELATED = (
+    Field("webUrl", "url", True, "URL of the related article; joins to articles when it is a seed"),
+    Field("title", "text", False, "title"),
+    Field("excerpt", "text", False, "short summary"),
+    Field("publishedDateTime", "timestamp", False, "publication time, ISO 8601"),
+    Field("type", "text", False, "content type"),
+    Field("quality", "int", False, "quality score"),
+    Field("provider", "object", False, "who published it", PROVIDER),
+    Field("images", "object_list", False, "images of the related article", IMAGE),
+)
+DOCUMENT: tuple[Field, ...] = (
+    Field("title", "text", True, "headline; must not be empty"),
+    Field("webUrl", "url", False, "canonical article URL; the identity URL (required unless originalUrl is given)"),
+    Field("originalUrl", "url", False, "URL at the source; identity URL when webUrl is missing"),
+    Field("ampWebUrl", "text", False, "AMP page URL"),
+    Field("cdnAmpWebUrl", "text", False, "AMP cache URL"),
+    Field("excerpt", "text", False, "short summary"),
+    Field("category", "text", False, "category label"),
+    Field("type", "text", False, "content type, e.g. article"),
+    Field("publishedDateTime", "timestamp", False, "publication time, ISO 8601; no zone means UTC"),
+    Field("quality", "int", False, "quality score"),
+    Field("heat", "int", False, "heat score"),
+    Field("published", "bool", False, "published flag (true/false)"),
+    Field("provider", "object", False, "who published the article", PROVIDER),
+    Field("topics", "text_list", False, "topic labels"),
+    Field("images", "object_list", False, "images of the article", IMAGE),
+    Field("related", "object_list", False, "related articles", RELATED),
+    Field("secured", "text", False, "opaque string, stored as written"),
+)
+
+_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
+_INT_AS_FLOAT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)\.0*")
+_TIMESTAMP = re.compile(
+    r"\d{4}-\d{2}-\d{2}"
+    r"(?:[Tt ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?[ ]?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?)?"
+)
+_INT64 = 2**63
+_KIND_NAMES = {dict: "a mapping", list: "a list", str: "text", bool: "a boolean"}
+
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, (date, datetime)):
+        return "a date"
+    return _KIND_NAMES.get(type(value), type(value).__name__)
+
+
+class _Checker:
+    """Walks one document against the contract, collecting problems."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+        self.unknown: set[str] = set()
+
+    def fail(self, path: str, reason: str, message: str) -> None:
+        self.problems.append(Problem("contract", reason, f"{path}: {message}", field=path))
+
+    # --- scalars -----------------------------------------------------------
+    def text(self, value: Any, path: str) -> str | None:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (bool, int, float, date)):
+            # Only reachable with a loader that types scalars; ours never does.
+            self.fail(path, "unquoted_scalar", f"YAML read this as {_kind_of(value)} ({value!r}); quote the text")
+        else:
+            self.fail(path, "wrong_type", f"expected text, got {_kind_of(value)}")
+        return None
+
+    def url(self, value: Any, path: str) -> str | None:
+        text = self.text(value, path)
+        if text is None:
+            return None
+        parts = urlsplit(text.strip())
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            self.fail(path, "bad_url", f"expected an absolute http(s) URL, got {text!r}")
+            return None
+        return text
+
+    def integer(self, value: Any, path: str) -> int | None:
+        result: int | None = None
+        if isinstance(value, bool):
+            result = None
+        elif isinstance(value, int):
+            result = value
+        elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            result = int(value)
+        elif isinstance(value, str):
+            text = value.strip()
+            if _INT.fullmatch(text) or _INT_AS_FLOAT.fullmatch(text):
+                result = int(text.split(".")[0])
+            elif re.fullmatch(r"[-+]?0[0-9]+", text):
+                self.fail(path, "ambiguous_integer", f"{text!r} has a leading zero (YAML 1.1 reads it as octal); write it without the zero")
+                return None
+        if result is None or not -_INT64 <= result < _INT64:
+            self.fail(path, "bad_integer", f"expected a whole number, got {value!r}")
+            return None
+        return result
+
+    def boolean(self, value: Any, path: str) -> bool | None:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        self.fail(path, "bad_boolean", f"expected true or false, got {value!r}")
+        return None
+
+    def timestamp(self, value: Any, path: str) -> datetime | None:
+        if isinstance(value, datetime):
+            parsed = value
+        elif isinstance(value, date):
+            parsed = datetime(value.year, value.month, value.day)
+        elif isinstance(value, str) and _TIMESTAMP.fullmatch(value.strip()):
+            try:
+                parsed = datetime.fromisoformat(value.strip().replace(" Z", "Z"))
+            except ValueError as exc:
+                self.fail(path, "bad_timestamp", f"{value!r} is not a real date/time ({exc})")
+                return None
+        else:
+            self.fail(path, "bad_timestamp", f"expected an ISO 8601 date/time such as 2023-10-08T16:23:00Z, got {value!r}")
+            return None
+        if parsed.tzinfo is None:
+            return parsed.replace(tzinfo=timezone.utc)
+        return parsed.astimezone(timezone.utc)
+
+    # --- structure ---------------------------------------------------------
+    def mapping(self, value: Any, fields: tuple[Field, ...], path: str) -> dict[str, Any] | None:
+        if not isinstance(value, dict):
+            self.fail(path or "frontmatter", "wrong_type", f"expected a mapping, got {_kind_of(value)}")
+            return None
+        out: dict[str, Any] = {}
+        known = {f.key for f in fields}
+        extra = {k: v for k, v in value.items() if k not in known}
+        for key in extra:
+            self.unknown.add(_generic(path, key))
+        for f in fields:
+            sub = f"{path}.{f.key}" if path else f.key
+            raw = value.get(f.key)
+            if raw is None:
+                if f.required:
+                    self.fail(sub, "missing_field", f"required field is missing; expected {f.description}")
+                out[f.key] = None
+                continue
+            out[f.key] = self.value(raw, f, sub)
+        out["__extra__"] = extra or None
+        return out
+
+    def value(self, raw: Any, f: Field, path: str) -> Any:
+        kind = f.kind
+        if kind == "text":
+            return self.text(raw, path)
+        if kind == "url":
+            return self.url(raw, path)
+        if kind == "int":
+            return self.integer(raw, path)
+        if kind == "bool":
+            return self.boolean(raw, path)
+        if kind == "timestamp":
+            return self.timestamp(raw, path)
+        if kind == "object":
+            return self.mapping(raw, f.fields, path)
+        if not isinstance(raw, list):
+            self.fail(path, "wrong_type", f"expected a list, got {_kind_of(raw)}")
+            return None
+        if kind == "text_list":
+            items = []
+            for i, item in enumerate(raw):
+                if item is None:
+                    self.fail(f"{path}[{i}]", "wrong_type", "expected text, got an empty entry")
+                items.append(self.text(item, f"{path}[{i}]") if item is not None else None)
+            return items
+        return [self.mapping(item, f.fields, f"{path}[{i}]") for i, item in enumerate(raw)]
+
+
+def _generic(path: str, key: str) -> str:
+    """``related[2].images[0]`` + ``alt`` -> ``related[].images[].alt`` (for drift counts)."""
+    base = re.sub(r"\[\d+\]", "[]", path)
+    return f"{base}.{key}" if base else key
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A document that meets the contract: typed values and unknown key paths."""
+
+    values: dict[str, Any]
+    unknown_keys: frozenset[str]
+
+
+def check_document(meta: Any) -> Checked | list[Problem]:
+    """Check loaded frontmatter against the contract; typed values or problems."""
+    checker = _Checker()
+    values = checker.mapping(meta, DOCUMENT, "")
+    if values is not None:
+        title = values.get("title")
+        if isinstance(title, str) and not title.strip():
+            checker.fail("title", "empty_field", "title is empty; expected a headline")
+        if meta.get("webUrl") is None and meta.get("originalUrl") is None:
+            checker.fail("webUrl", "missing_field", "an identity URL is required: give webUrl (or originalUrl)")
+        _check_domains(checker, values)
+        for i, img in enumerate(_images(values)):
+            _check_dims(checker, img, f"images[{i}]")
+        for r, rel in enumerate(values.get("related") or []):
+            for i, img in enumerate((rel or {}).get("images") or []):
+                _check_dims(checker, img, f"related[{r}].images[{i}]")
+    if checker.problems or values is None:
+        return checker.problems
+    return Checked(values, frozenset(checker.unknown))
+
+
+def _images(values: dict[str, Any]) -> list[dict[str, Any]]:
+    return [img for img in values.get("images") or [] if img]
+
+
+def _check_dims(checker: _Checker, img: dict[str, Any] | None, path: str) -> None:
+    for key in ("width", "height"):
+        if img and isinstance(img.get(key), int) and img[key] < 0:
+            checker.fail(f"{path}.{key}", "bad_integer", f"expected a size >= 0, got {img[key]}")
+
+
+def _check_domains(checker: _Checker, values: dict[str, Any]) -> None:
+    def check(provider: dict[str, Any] | None, path: str) -> None:
+        domain = (provider or {}).get("domain")
+        if isinstance(domain, str) and (not domain.strip() or any(c.isspace() for c in domain.strip())):
+            checker.fail(f"{path}.domain", "bad_domain", f"expected a domain such as wsj.com, got {domain!r}")
+
+    check(values.get("provider"), "provider")
+    for r, rel in enumerate(values.get("related") or []):
+        check((rel or {}).get("provider"), f"related[{r}].provider")
+
+
+def describe_contract() -> list[tuple[str, str, bool, str]]:
+    """Flattened contract for docs: (field path, kind, required, description)."""
+    rows: list[tuple[str, str, bool, str]] = []
+
+    def walk(fields: tuple[Field, ...], prefix: str) -> None:
+        for f in fields:
+            path = f"{prefix}{f.key}"
+            rows.append((path, f.kind, f.required, f.description))
+            if f.fields:
+                walk(f.fields, f"{path}[]." if f.kind == "object_list" else f"{path}.")
+
+    walk(DOCUMENT, "")
+    return rows

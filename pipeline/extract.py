@@ -1,0 +1,146 @@
+"""Read one seed file and turn it into rows or a reason to quarantine it.
+
+Stages, each with its own reason codes: read (size cap, I/O), decode (UTF-8,
+control characters), frontmatter (delimiters found, a mapping), yaml (strict
+loader), contract (types, required fields). python-frontmatter's handler API
+does the splitting and calls our strict loader; its ``parse`` helper is not used
+because it returns empty metadata instead of an error for several broken inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from .contract import Checked, check_document
+from .normalize import Rows, Source, normalize
+from .problems import Problem, ProblemError
+from .strict_yaml import StrictYAMLHandler
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    rows: Rows
+    unknown_keys: frozenset[str]
+
+
+def read_capped(path: str, max_bytes: int) -> bytes:
+    """Read at most ``max_bytes``; a larger file is refused, never truncated."""
+    with open(path, "rb") as fh:
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ProblemError(
+            Problem("read", "too_large", f"file is larger than the {max_bytes:,}-byte cap (max_file_bytes)")
+        )
+    return data
+
+
+def _position(text: str, index: int) -> tuple[int, int]:
+    line = text.count("\n", 0, index) + 1
+    return line, index - (text.rfind("\n", 0, index) + 1) + 1
+
+
+def decode(data: bytes) -> str:
+    """Strict UTF-8 (a leading BOM is allowed); control characters are refused."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        good = data[: exc.start].decode("utf-8", errors="replace")
+        line, col = _position(good, len(good))
+        raise ProblemError(
+            Problem(
+                "decode",
+                "invalid_utf8",
+                f"bytes are not valid UTF-8 at byte {exc.start} (line {line}, column {col}); save the file as UTF-8",
+                line,
+                col,
+            )
+        ) from None
+    bad = _CONTROL.search(text)
+    if bad:
+        line, col = _position(text, bad.start())
+        raise ProblemError(
+            Problem(
+                "decode",
+                "control_character",
+                f"control character U+{ord(bad.group()):04X} at line {line}, column {col}; remove it",
+                line,
+                col,
+            )
+        )
+    return text
+
+
+def split_frontmatter(text: str) -> tuple[object, str]:
+    """Find the frontmatter block and load it strictly; return (metadata, body)."""
+    stripped = text.lstrip()
+    offset_lines = text.count("\n", 0, len(text) - len(stripped))
+    probe = StrictYAMLHandler()
+    if not probe.detect(stripped):
+        raise ProblemError(
+            Problem(
+                "frontmatter",
+                "no_frontmatter",
+                "no frontmatter: the file must start with a '---' line, then YAML, then a closing '---' line",
+                offset_lines + 1,
+                1,
+            )
+        )
+    try:
+        fm, body = probe.split(stripped)
+    except ValueError:
+        raise ProblemError(
+            Problem(
+                "frontmatter",
+                "unclosed_frontmatter",
+                "frontmatter is not closed: add a '---' line after the YAML",
+                offset_lines + 1,
+                1,
+            )
+        ) from None
+    opener = probe.FM_BOUNDARY.match(stripped)
+    assert opener is not None
+    first_line = offset_lines + stripped.count("\n", 0, opener.end())
+    meta = StrictYAMLHandler(first_line).load(fm)
+    if not isinstance(meta, dict):
+        kind = "empty" if meta is None else f"a {type(meta).__name__}, not a mapping"
+        raise ProblemError(
+            Problem(
+                "frontmatter",
+                "frontmatter_not_mapping",
+                f"frontmatter is {kind}; expected 'key: value' lines such as 'title: ...'",
+                first_line + 1,
+                1,
+            )
+        )
+    return meta, body.strip()
+
+
+def extract(data: bytes, source: Source, run_id: str) -> Loaded | Problem:
+    """Bytes of one file -> rows, or the first reason it cannot be loaded."""
+    try:
+        meta, body = split_frontmatter(decode(data))
+    except ProblemError as exc:
+        return exc.problem
+    checked = check_document(meta)
+    if not isinstance(checked, Checked):
+        return _summarize(checked)
+    return Loaded(normalize(checked, body, source, run_id), checked.unknown_keys)
+
+
+def _summarize(problems: list[Problem]) -> Problem:
+    """One reject row per file: the first problem, with a count of the others."""
+    first = problems[0]
+    if len(problems) == 1:
+        return first
+    others = "; ".join(p.message for p in problems[1:4])
+    more = f" (+{len(problems) - 4} more)" if len(problems) > 4 else ""
+    message = f"{first.message} — also: {others}{more}"
+    return Problem(first.stage, first.reason, message, first.line, first.column, first.field)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

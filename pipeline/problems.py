@@ -1,0 +1,36 @@
+"""Why a file is not loaded: one small value type shared by every stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Stage names, in the order a file passes through them.
+STAGES = ("read", "decode", "frontmatter", "yaml", "contract", "duplicate")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A reason to quarantine a file, precise enough for a person to fix it."""
+
+    stage: str
+    reason: str
+    message: str
+    line: int | None = None
+    column: int | None = None
+    field: str | None = None
+
+    def where(self) -> str:
+        parts = []
+        if self.line is not None:
+            parts.append(f"line {self.line}" + (f", column {self.column}" if self.column is not None else ""))
+        if self.field:
+            parts.append(self.field)
+        return "; ".join(parts)
+
+
+class ProblemError(Exception):
+    """Carries a Problem out of deep code; never escapes the extract stage."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem

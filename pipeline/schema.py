@@ -1,0 +1,319 @@
+"""The warehouse's tables, defined once as data.
+
+Arrow schemas, DuckDB views and comments, the README table list and the data
+dictionary are all derived from ``TABLES``; nothing else names a column type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+# Logical type name -> Arrow type. Timestamps are UTC microseconds everywhere.
+ARROW_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "int64": pa.int64(),
+    "int32": pa.int32(),
+    "bool": pa.bool_(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+    "list<string>": pa.list_(pa.string()),
+}
+
+# Logical type name -> DuckDB type, as DESCRIBE shows it.
+DUCKDB_TYPES: dict[str, str] = {
+    "string": "VARCHAR",
+    "int64": "BIGINT",
+    "int32": "INTEGER",
+    "bool": "BOOLEAN",
+    "timestamp": "TIMESTAMP WITH TIME ZONE",
+    "list<string>": "VARCHAR[]",
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    description: str
+    nullable: bool = True
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    grain: str
+    key: tuple[str, ...]
+    description: str
+    columns: tuple[Column, ...]
+    # Child tables name their parent and the columns that reference it.
+    parent: str | None = None
+    parent_key: tuple[str, ...] = field(default=())
+    # Partitioned tables are stored as one file per publication month.
+    partitioned: bool = False
+
+    def column(self, name: str) -> Column:
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise KeyError(f"{self.name} has no column {name}")
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def arrow_schema(self) -> pa.Schema:
+        return pa.schema(
+            [pa.field(c.name, ARROW_TYPES[c.type], nullable=c.nullable) for c in self.columns],
+            metadata={"table": self.name, "grain": self.grain},
+        )
+
+
+def _c(name: str, type_: str, description: str, nullable: bool = True) -> Column:
+    return Column(name, type_, description, nullable)
+
+
+ID = "16 lower-case hex digits: the first 64 bits of a SHA-256"
+EXTRA = "frontmatter keys of this entry that the contract does not know, as a JSON object (values as written); NULL when none"
+
+ARTICLES = Table(
+    name="articles",
+    grain="one row per seed document's article",
+    key=("article_id",),
+    description="Articles, one per loaded seed document (duplicates of an identity URL are in rejects).",
+    partitioned=True,
+    columns=(
+        _c("article_id", "string", f"key: {ID} of the canonical identity URL (webUrl, else originalUrl)", False),
+        _c("web_url", "string", "webUrl as written"),
+        _c("original_url", "string", "originalUrl as written"),
+        _c("amp_web_url", "string", "ampWebUrl as written"),
+        _c("cdn_amp_web_url", "string", "cdnAmpWebUrl as written"),
+        _c("title", "string", "headline", False),
+        _c("excerpt", "string", "short summary"),
+        _c("category", "string", "category label, e.g. news"),
+        _c("type", "string", "content type, e.g. article"),
+        _c("published_at", "timestamp", "publishedDateTime in UTC (no zone read as UTC; a bare date as midnight UTC)"),
+        _c("quality", "int64", "quality score"),
+        _c("heat", "int64", "heat score (-1 when unknown upstream)"),
+        _c("is_published", "bool", "the published flag"),
+        _c("provider_id", "string", f"references providers: {ID} of the lower-cased provider domain"),
+        _c("provider_domain", "string", "provider domain as written in this document"),
+        _c("provider_name", "string", "provider name as written in this document"),
+        _c("secured", "string", "opaque secured string, as written"),
+        _c("body", "string", "Markdown body after the frontmatter (blank lines at both ends trimmed); NULL when empty"),
+        _c("extra", "string", EXTRA),
+        _c("source_path", "string", "seed file path relative to the seeds folder, '/'-separated", False),
+        _c("source_sha256", "string", "SHA-256 of the seed file's bytes", False),
+        _c("run_id", "string", "run that loaded this version of the document", False),
+    ),
+)
+
+ARTICLE_TOPICS = Table(
+    name="article_topics",
+    grain="one row per topic of an article",
+    key=("article_id", "position"),
+    description="Topics of each article, in document order.",
+    parent="articles",
+    parent_key=("article_id",),
+    partitioned=True,
+    columns=(
+        _c("article_id", "string", "references articles", False),
+        _c("position", "int32", "0-based position in the topics list", False),
+        _c("topic", "string", "topic as written", False),
+    ),
+)
+
+ARTICLE_IMAGES = Table(
+    name="article_images",
+    grain="one row per image of an article",
+    key=("article_id", "position"),
+    description="Images of each article, in document order.",
+    parent="articles",
+    parent_key=("article_id",),
+    partitioned=True,
+    columns=(
+        _c("article_id", "string", "references articles", False),
+        _c("position", "int32", "0-based position in the images list", False),
+        _c("url", "string", "image URL as written"),
+        _c("width", "int64", "width in pixels"),
+        _c("height", "int64", "height in pixels"),
+        _c("is_cached", "bool", "isCached flag"),
+        _c("extra", "string", EXTRA),
+    ),
+)
+
+RELATED_ARTICLES = Table(
+    name="related_articles",
+    grain="one row per related entry of an article",
+    key=("article_id", "position"),
+    description="Related entries listed by each article; related_article_id joins to articles when the target is itself a seed.",
+    parent="articles",
+    parent_key=("article_id",),
+    partitioned=True,
+    columns=(
+        _c("article_id", "string", "references articles (the article that lists the entry)", False),
+        _c("position", "int32", "0-based position in the related list", False),
+        _c("related_article_id", "string", f"{ID} of the entry's canonical webUrl; same derivation as articles.article_id", False),
+        _c("web_url", "string", "webUrl as written", False),
+        _c("title", "string", "title as written"),
+        _c("excerpt", "string", "excerpt as written"),
+        _c("published_at", "timestamp", "publishedDateTime in UTC"),
+        _c("type", "string", "content type"),
+        _c("quality", "int64", "quality score"),
+        _c("provider_id", "string", "references providers"),
+        _c("provider_domain", "string", "provider domain as written in this entry"),
+        _c("provider_name", "string", "provider name as written in this entry"),
+        _c("extra", "string", EXTRA),
+    ),
+)
+
+RELATED_ARTICLE_IMAGES = Table(
+    name="related_article_images",
+    grain="one row per image of a related entry",
+    key=("article_id", "related_position", "position"),
+    description="Images of each related entry, in document order.",
+    parent="related_articles",
+    parent_key=("article_id", "related_position"),
+    partitioned=True,
+    columns=(
+        _c("article_id", "string", "references articles", False),
+        _c("related_position", "int32", "position of the related entry (references related_articles)", False),
+        _c("position", "int32", "0-based position in the entry's images list", False),
+        _c("url", "string", "image URL as written"),
+        _c("width", "int64", "width in pixels"),
+        _c("height", "int64", "height in pixels"),
+        _c("is_cached", "bool", "isCached flag"),
+        _c("extra", "string", EXTRA),
+    ),
+)
+
+PROVIDERS = Table(
+    name="providers",
+    grain="one row per provider domain",
+    key=("provider_id",),
+    description=(
+        "Providers of articles and of related entries. When one domain appears under several names, "
+        "the name used by the most rows wins; ties go to the alphabetically first name."
+    ),
+    columns=(
+        _c("provider_id", "string", f"key: {ID} of the lower-cased domain", False),
+        _c("domain", "string", "domain, lower-cased", False),
+        _c("name", "string", "chosen display name (rule in the table description)"),
+        _c("names", "list<string>", "every name seen for this domain, sorted", False),
+        _c("article_count", "int64", "articles from this provider", False),
+        _c("related_count", "int64", "related entries from this provider", False),
+    ),
+)
+
+LOAD_RUNS = Table(
+    name="load_runs",
+    grain="one row per pipeline run",
+    key=("run_id",),
+    description="Every run that published a snapshot, with its accounting and row counts.",
+    columns=(
+        _c("run_id", "string", "key: UTC start time plus a random suffix", False),
+        _c("started_at", "timestamp", "start of the pipeline's own work (orchestrator start-up excluded)", False),
+        _c("finished_at", "timestamp", "end of the pipeline's own work", False),
+        _c("status", "string", "completed (runs that fail publish nothing and leave no row)", False),
+        _c("seeds_dir", "string", "seeds folder the run read", False),
+        _c("files_seen", "int64", "files discovered", False),
+        _c("files_new", "int64", "files loaded for the first time", False),
+        _c("files_changed", "int64", "files whose content changed and were reloaded", False),
+        _c("files_unchanged", "int64", "files skipped because size+mtime or content hash matched", False),
+        _c("files_deleted", "int64", "files gone since the previous run", False),
+        _c("files_loaded", "int64", "files currently loaded (one article each)", False),
+        _c("files_rejected", "int64", "files currently quarantined (see rejects), duplicates excluded", False),
+        _c("files_duplicate", "int64", "files whose identity URL another file holds (also in rejects)", False),
+        _c("files_parsed", "int64", "files this run read and parsed", False),
+        _c("rows_articles", "int64", "rows in articles after the run", False),
+        _c("rows_article_topics", "int64", "rows in article_topics after the run", False),
+        _c("rows_article_images", "int64", "rows in article_images after the run", False),
+        _c("rows_related_articles", "int64", "rows in related_articles after the run", False),
+        _c("rows_related_article_images", "int64", "rows in related_article_images after the run", False),
+        _c("rows_providers", "int64", "rows in providers after the run", False),
+        _c("new_unknown_keys", "list<string>", "frontmatter keys outside the contract first seen in this run", False),
+        _c("snapshot_id", "string", "snapshot this run published", False),
+    ),
+)
+
+REJECTS = Table(
+    name="rejects",
+    grain="one row per input file currently not loaded",
+    key=("source_path",),
+    description="Quarantined files with the reason; a file leaves this table once it loads or disappears.",
+    columns=(
+        _c("source_path", "string", "key: seed file path relative to the seeds folder", False),
+        _c("source_sha256", "string", "SHA-256 of the file's bytes (NULL when it could not be read)"),
+        _c("stage", "string", "read, decode, frontmatter, yaml, contract or duplicate", False),
+        _c("reason", "string", "stable reason code, e.g. yaml_syntax", False),
+        _c("message", "string", "what is wrong, where, and what was expected", False),
+        _c("line", "int64", "1-based line in the file, when known"),
+        _c("column", "int64", "1-based column in the file, when known"),
+        _c("field", "string", "field path such as related[2].images[0].width, when known"),
+        _c("run_id", "string", "run that quarantined this version of the file", False),
+    ),
+)
+
+SOURCE_FILES = Table(
+    name="source_files",
+    grain="one row per discovered input file",
+    key=("source_path",),
+    description="The manifest: what the last run saw of each input file and what became of it.",
+    columns=(
+        _c("source_path", "string", "key: path relative to the seeds folder", False),
+        _c("size", "int64", "size in bytes", False),
+        _c("mtime_ns", "int64", "modification time, nanoseconds since the epoch", False),
+        _c("source_sha256", "string", "SHA-256 of the bytes (NULL when unreadable)"),
+        _c("status", "string", "loaded, rejected or duplicate", False),
+        _c("article_id", "string", "article the file produced (also for duplicates: the id it claims)"),
+        _c("partition", "string", "publication month (YYYY-MM, or 'undated') holding the article's rows"),
+        _c("unknown_keys", "list<string>", "frontmatter key paths outside the contract (kept in extra columns)"),
+        _c("stage", "string", "for rejected files: stage that refused it"),
+        _c("reason", "string", "for rejected files: reason code"),
+        _c("message", "string", "for rejected files: what is wrong and what was expected"),
+        _c("line", "int64", "for rejected files: 1-based line, when known"),
+        _c("column", "int64", "for rejected files: 1-based column, when known"),
+        _c("field", "string", "for rejected files: field path, when known"),
+        _c("run_id", "string", "run that last read this file", False),
+    ),
+)
+
+UNKNOWN_KEYS = Table(
+    name="unknown_keys",
+    grain="one row per frontmatter key path outside the contract",
+    key=("key_path",),
+    description="Schema drift: keys kept in extra columns, how many loaded files use them, and when first seen.",
+    columns=(
+        _c("key_path", "string", "key path such as author or related[].images[].alt", False),
+        _c("file_count", "int64", "loaded files that use the key", False),
+        _c("first_seen_run_id", "string", "run that first saw the key", False),
+    ),
+)
+
+TABLES: tuple[Table, ...] = (
+    ARTICLES,
+    ARTICLE_TOPICS,
+    ARTICLE_IMAGES,
+    RELATED_ARTICLES,
+    RELATED_ARTICLE_IMAGES,
+    PROVIDERS,
+    LOAD_RUNS,
+    REJECTS,
+    SOURCE_FILES,
+    UNKNOWN_KEYS,
+)
+
+BY_NAME: dict[str, Table] = {t.name: t for t in TABLES}
+DOCUMENT_TABLES: tuple[Table, ...] = tuple(t for t in TABLES if t.partitioned)
+
+
+def table(name: str) -> Table:
+    return BY_NAME[name]
+
+
+def markdown_table_list() -> str:
+    """The README's table list: name, grain and key of every table."""
+    lines = ["| table | grain | key |", "|---|---|---|"]
+    for t in TABLES:
+        lines.append(f"| `{t.name}` | {t.grain} | {', '.join(t.key)} |")
+    return "\n".join(lines)

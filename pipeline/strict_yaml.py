@@ -1,0 +1,188 @@
+"""A strict, safe YAML loader for frontmatter, plugged into python-frontmatter.
+
+Why not ``yaml.safe_load``: YAML 1.1 silently turns ``no`` into ``False`` and
+``0777`` into 511, keeps the last of duplicate keys, expands alias bombs and can
+crash libyaml on deep nesting. Here libyaml's C parser builds the node tree, but
+every plain scalar stays the exact text written (only ``null``/``~``/empty mean
+null); the document contract decides what is a number, a flag or a timestamp.
+Aliases, explicit tags, duplicate keys, non-string keys and nesting deeper than
+``MAX_DEPTH`` are refused with the line and column.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import frontmatter
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from .problems import Problem, ProblemError
+
+MAX_DEPTH = 64  # real seeds nest 4 levels (related[].images[].url)
+
+STR_TAG = "tag:yaml.org,2002:str"
+NULL_TAG = "tag:yaml.org,2002:null"
+SEQ_TAG = "tag:yaml.org,2002:seq"
+MAP_TAG = "tag:yaml.org,2002:map"
+_NULLS = frozenset(("", "~", "null", "Null", "NULL"))
+
+# Cheap screens for inputs deep enough to threaten libyaml's recursive composer.
+# Only files that trip one are measured exactly (by parse events, which do not recurse).
+_DEEP_INDENT = re.compile(r"^[ \t]{128,}\S", re.MULTILINE)
+_DEEP_DASHES = re.compile(r"(?:-[ \t]+){32}")
+
+
+class _Loader(yaml.CSafeLoader):  # type: ignore[misc, name-defined]
+    """libyaml parser and composer; our resolver; construction is ours too."""
+
+    def resolve(self, kind: type, value: str | None, implicit: tuple[bool, bool]) -> str:
+        if kind is ScalarNode:
+            if implicit[0] and value in _NULLS:
+                return NULL_TAG
+            return STR_TAG
+        return SEQ_TAG if kind is SequenceNode else MAP_TAG
+
+
+def _problem(reason: str, message: str, node_or_mark: Any, line_offset: int) -> ProblemError:
+    mark = getattr(node_or_mark, "start_mark", node_or_mark)
+    line = col = None
+    if mark is not None:
+        line = mark.line + 1 + line_offset
+        col = mark.column + 1
+    where = f" (line {line}, column {col})" if line is not None else ""
+    return ProblemError(Problem("yaml", reason, message + where, line, col))
+
+
+def nesting_depth(text: str) -> int:
+    """Deepest collection nesting, from parse events (iterative, safe on any depth)."""
+    depth = deepest = 0
+    for event in yaml.parse(text, Loader=yaml.CSafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+    return deepest
+
+
+def _looks_deep(text: str) -> bool:
+    return (
+        text.count("[") + text.count("{") > 2 * MAX_DEPTH
+        or _DEEP_INDENT.search(text) is not None
+        or _DEEP_DASHES.search(text) is not None
+    )
+
+
+class _Builder:
+    """Turns a composed node tree into dicts, lists, str and None, refusing what is unsafe."""
+
+    def __init__(self, line_offset: int) -> None:
+        self.line_offset = line_offset
+        self.seen: set[int] = set()
+
+    def build(self, node: Node, depth: int) -> Any:
+        if id(node) in self.seen:
+            raise _problem(
+                "yaml_alias",
+                "YAML aliases (*name) are not allowed; write the value out in full",
+                node,
+                self.line_offset,
+            )
+        self.seen.add(id(node))
+        tag = node.tag
+        if isinstance(node, ScalarNode):
+            if tag == STR_TAG:
+                return node.value
+            if tag == NULL_TAG:
+                return None
+        elif depth >= MAX_DEPTH:
+            raise _problem(
+                "nesting_too_deep",
+                f"frontmatter nests deeper than {MAX_DEPTH} levels",
+                node,
+                self.line_offset,
+            )
+        elif isinstance(node, SequenceNode) and tag == SEQ_TAG:
+            return [self.build(child, depth + 1) for child in node.value]
+        elif isinstance(node, MappingNode) and tag == MAP_TAG:
+            return self._mapping(node, depth)
+        raise _problem(
+            "yaml_tag",
+            f"explicit YAML tag {tag!r} is not allowed; remove the tag (quote the value if it is text)",
+            node,
+            self.line_offset,
+        )
+
+    def _mapping(self, node: MappingNode, depth: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        lines: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if not (isinstance(key_node, ScalarNode) and key_node.tag == STR_TAG):
+                raise _problem(
+                    "yaml_key",
+                    "mapping keys must be plain text (found a null, list, mapping or tagged key)",
+                    key_node,
+                    self.line_offset,
+                )
+            key = key_node.value
+            if key in out:
+                first = lines[key] + 1 + self.line_offset
+                raise _problem(
+                    "duplicate_key",
+                    f"key {key!r} appears twice (first on line {first}); keep one",
+                    key_node,
+                    self.line_offset,
+                )
+            lines[key] = key_node.start_mark.line
+            out[key] = self.build(value_node, depth + 1)
+        return out
+
+
+def load_strict(text: str, line_offset: int = 0) -> Any:
+    """Load one YAML document strictly; raise ProblemError with a file position on refusal.
+
+    ``line_offset`` is the number of file lines before ``text`` starts, so that
+    positions name lines of the file, not of the frontmatter block.
+    """
+    try:
+        if _looks_deep(text) and nesting_depth(text) > MAX_DEPTH:
+            raise ProblemError(
+                Problem(
+                    "yaml",
+                    "nesting_too_deep",
+                    f"frontmatter nests deeper than {MAX_DEPTH} levels",
+                )
+            )
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        what = exc.problem or exc.context or "invalid YAML"
+        if exc.context and exc.problem:
+            what = f"{exc.problem} {exc.context}"
+        if "maximum nesting depth" in what:  # libyaml's own limit (1000 levels)
+            raise _problem(
+                "nesting_too_deep", f"frontmatter nests deeper than {MAX_DEPTH} levels", mark, line_offset
+            ) from None
+        raise _problem("yaml_syntax", f"YAML syntax error: {what}", mark, line_offset) from None
+    except yaml.YAMLError as exc:
+        raise ProblemError(Problem("yaml", "yaml_syntax", f"YAML error: {exc}")) from None
+    if node is None:
+        return None
+    return _Builder(line_offset).build(node, 0)
+
+
+class StrictYAMLHandler(frontmatter.YAMLHandler):
+    """python-frontmatter handler that loads with ``load_strict``."""
+
+    def __init__(self, line_offset: int = 0) -> None:
+        super().__init__()
+        self.line_offset = line_offset
+
+    def load(self, fm: str, **kwargs: object) -> Any:
+        return load_strict(fm, self.line_offset)
