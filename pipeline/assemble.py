@@ -146,7 +146,8 @@ WITH mentions AS (
 SELECT m.provider_id,
        min(lower(trim(m.provider_domain))) AS domain,
        min(n.name) AS name,
-       coalesce(list_sort(list_distinct(list(m.provider_name) FILTER (WHERE m.provider_name IS NOT NULL))), []) AS names,
+       coalesce(list_sort(list_distinct(list(m.provider_name)
+           FILTER (WHERE m.provider_name IS NOT NULL))), []) AS names,
        sum(m.a)::BIGINT AS article_count,
        sum(m.r)::BIGINT AS related_count
 FROM mentions m LEFT JOIN names n ON n.provider_id = m.provider_id AND n.rank = 1

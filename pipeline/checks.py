@@ -34,17 +34,18 @@ def run_checks(build_dir: str, files: dict[str, list[str]], counts: dict[str, in
     try:
         for t in schema.TABLES:
             key = ", ".join(f'"{k}"' for k in t.key)
-            dupes = _scalar(con, f"SELECT count(*) FROM (SELECT {key} FROM {src[t.name]} GROUP BY ALL HAVING count(*) > 1)")
+            dupes = _scalar(
+                con, f"SELECT count(*) FROM (SELECT {key} FROM {src[t.name]} GROUP BY ALL HAVING count(*) > 1)"
+            )
             if dupes:
                 failures.append(f"{t.name}: {dupes} duplicate keys ({', '.join(t.key)})")
             for c in t.columns:
                 if not c.nullable and _scalar(con, f'SELECT count(*) FROM {src[t.name]} WHERE "{c.name}" IS NULL'):
                     failures.append(f"{t.name}.{c.name}: NULL in a NOT NULL column")
             if t.parent:
-                on = " AND ".join(f'c."{ck}" = p."{pk}"' for ck, pk in zip(t.parent_key, schema.table(t.parent).key))
-                orphans = _scalar(
-                    con, f"SELECT count(*) FROM {src[t.name]} c ANTI JOIN {src[t.parent]} p ON {on}"
-                )
+                pairs = zip(t.parent_key, schema.table(t.parent).key, strict=True)
+                on = " AND ".join(f'c."{ck}" = p."{pk}"' for ck, pk in pairs)
+                orphans = _scalar(con, f"SELECT count(*) FROM {src[t.name]} c ANTI JOIN {src[t.parent]} p ON {on}")
                 if orphans:
                     failures.append(f"{t.name}: {orphans} rows without a parent in {t.parent}")
         for table, col in (
@@ -75,16 +76,16 @@ def run_checks(build_dir: str, files: dict[str, list[str]], counts: dict[str, in
             failures.append(f"articles and loaded source files differ by {mismatch} ids")
     finally:
         con.close()
-    c = counts
-    seen = c["files_seen"]
-    if seen != c["files_loaded"] + c["files_rejected"] + c["files_duplicate"]:
+    n = counts
+    seen = n["files_seen"]
+    if seen != n["files_loaded"] + n["files_rejected"] + n["files_duplicate"]:
         failures.append(
-            f"accounting: {seen} files seen != {c['files_loaded']} loaded + {c['files_rejected']} rejected"
-            f" + {c['files_duplicate']} duplicates"
+            f"accounting: {seen} files seen != {n['files_loaded']} loaded + {n['files_rejected']} rejected"
+            f" + {n['files_duplicate']} duplicates"
         )
-    if seen != c["files_new"] + c["files_changed"] + c["files_unchanged"]:
+    if seen != n["files_new"] + n["files_changed"] + n["files_unchanged"]:
         failures.append(
-            f"accounting: {seen} files seen != {c['files_new']} new + {c['files_changed']} changed"
-            f" + {c['files_unchanged']} unchanged"
+            f"accounting: {seen} files seen != {n['files_new']} new + {n['files_changed']} changed"
+            f" + {n['files_unchanged']} unchanged"
         )
     return failures

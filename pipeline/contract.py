@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -131,7 +131,11 @@ class _Checker:
             if _INT.fullmatch(text) or _INT_AS_FLOAT.fullmatch(text):
                 result = int(text.split(".")[0])
             elif re.fullmatch(r"[-+]?0[0-9]+", text):
-                self.fail(path, "ambiguous_integer", f"{text!r} has a leading zero (YAML 1.1 reads it as octal); write it without the zero")
+                self.fail(
+                    path,
+                    "ambiguous_integer",
+                    f"{text!r} has a leading zero (YAML 1.1 reads it as octal); write it without the zero",
+                )
                 return None
         if result is None or not -_INT64 <= result < _INT64:
             self.fail(path, "bad_integer", f"expected a whole number, got {value!r}")
@@ -158,11 +162,13 @@ class _Checker:
                 self.fail(path, "bad_timestamp", f"{value!r} is not a real date/time ({exc})")
                 return None
         else:
-            self.fail(path, "bad_timestamp", f"expected an ISO 8601 date/time such as 2023-10-08T16:23:00Z, got {value!r}")
+            self.fail(
+                path, "bad_timestamp", f"expected an ISO 8601 date/time such as 2023-10-08T16:23:00Z, got {value!r}"
+            )
             return None
         if parsed.tzinfo is None:
-            return parsed.replace(tzinfo=timezone.utc)
-        return parsed.astimezone(timezone.utc)
+            return parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
 
     # --- structure ---------------------------------------------------------
     def mapping(self, value: Any, fields: tuple[Field, ...], path: str) -> dict[str, Any] | None:

@@ -14,7 +14,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -34,7 +34,7 @@ Progress = Callable[[int, int], None]
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def make_run_id(now: datetime) -> str:
@@ -157,7 +157,9 @@ class Run:
             promoted = self._dedupe()
             if not promoted:
                 break
-            jobs = [Job(r, os.path.join(self.settings.seeds, r), -1, self.manifest[r]["mtime_ns"], None) for r in promoted]
+            jobs = [
+                Job(r, os.path.join(self.settings.seeds, r), -1, self.manifest[r]["mtime_ns"], None) for r in promoted
+            ]
             for job in jobs:
                 self.manifest.pop(job.rel)
             self.parse(jobs, progress)
@@ -269,6 +271,12 @@ class Run:
         self.timings["publish"] = time.perf_counter() - t0
         return snap
 
+    def fail(self, exc: BaseException) -> None:
+        """Record why this run failed (only when it held the lock: a locked-out run did nothing)."""
+        if self.lock is not None:
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            store.record_failure(self.settings.warehouse, self.run_id, self.clock().isoformat(), message)
+
     def close(self) -> None:
         """Remove this run's staging folder and release the lock (also after failures)."""
         if self.staging:
@@ -280,7 +288,9 @@ class Run:
     # --- derived tables ----------------------------------------------------
     def _count(self, files: dict[str, list[str]], providers: pa.Table) -> None:
         for table in schema.DOCUMENT_TABLES:
-            self.rows[table.name] = assemble.count_rows([os.path.join(self.build_dir, table.name, f) for f in files[table.name]])
+            self.rows[table.name] = assemble.count_rows(
+                [os.path.join(self.build_dir, table.name, f) for f in files[table.name]]
+            )
         self.rows["providers"] = providers.num_rows
         statuses = [r["status"] for r in self.manifest.values()]
         prev = self.prev_manifest
@@ -326,7 +336,10 @@ class Run:
                 for k in r.get("unknown_keys") or []:
                     counts[k] = counts.get(k, 0) + 1
         self.new_unknown_keys = sorted(k for k in counts if k not in first_seen)
-        rows = [{"key_path": k, "file_count": counts[k], "first_seen_run_id": first_seen.get(k, self.run_id)} for k in sorted(counts)]
+        rows = [
+            {"key_path": k, "file_count": counts[k], "first_seen_run_id": first_seen.get(k, self.run_id)}
+            for k in sorted(counts)
+        ]
         return pa.Table.from_pylist(rows, schema=schema.table("unknown_keys").arrow_schema())
 
     def _load_runs_table(self) -> pa.Table:
@@ -401,6 +414,9 @@ def run_all(settings: Settings, run_id: str, clock: Clock = utc_now, progress: P
         run.build()
         run.check()
         run.publish()
+    except BaseException as exc:
+        run.fail(exc)
+        raise
     finally:
         run.close()
     return run

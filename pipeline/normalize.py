@@ -133,7 +133,7 @@ def normalize(doc: Checked, body: str, source: Source, run_id: str) -> Rows:
     topics = [(aid, i, t) for i, t in enumerate(v.get("topics") or [])]
     images = [_image_row((aid, i), img) for i, img in enumerate(v.get("images") or [])]
     related = []
-    related_images = []
+    related_images: list[tuple[Any, ...]] = []
     for r, rel in enumerate(v.get("related") or []):
         rpid, rpdomain, rpname = _provider(rel)
         related.append(

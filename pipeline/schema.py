@@ -74,7 +74,10 @@ def _c(name: str, type_: str, description: str, nullable: bool = True) -> Column
 
 
 ID = "16 lower-case hex digits: the first 64 bits of a SHA-256"
-EXTRA = "frontmatter keys of this entry that the contract does not know, as a JSON object (values as written); NULL when none"
+EXTRA = (
+    "frontmatter keys of this entry that the contract does not know, "
+    "as a JSON object (values as written); NULL when none"
+)
 
 ARTICLES = Table(
     name="articles",
@@ -146,14 +149,22 @@ RELATED_ARTICLES = Table(
     name="related_articles",
     grain="one row per related entry of an article",
     key=("article_id", "position"),
-    description="Related entries listed by each article; related_article_id joins to articles when the target is itself a seed.",
+    description=(
+        "Related entries listed by each article; "
+        "related_article_id joins to articles when the target is itself a seed."
+    ),
     parent="articles",
     parent_key=("article_id",),
     partitioned=True,
     columns=(
         _c("article_id", "string", "references articles (the article that lists the entry)", False),
         _c("position", "int32", "0-based position in the related list", False),
-        _c("related_article_id", "string", f"{ID} of the entry's canonical webUrl; same derivation as articles.article_id", False),
+        _c(
+            "related_article_id",
+            "string",
+            f"{ID} of the entry's canonical webUrl; same derivation as articles.article_id",
+            False,
+        ),
         _c("web_url", "string", "webUrl as written", False),
         _c("title", "string", "title as written"),
         _c("excerpt", "string", "excerpt as written"),

@@ -32,6 +32,7 @@ CURRENT = "current"
 CATALOG = "catalog.duckdb"
 LOCK = ".lock"
 SNAPSHOT_FILE = "snapshot.json"
+LAST_FAILURE = "last_failure.json"
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,7 @@ def collect_garbage(warehouse: str, keep: set[str], grace_seconds: float, now: f
     now = time.time() if now is None else now
     ids = sorted(os.listdir(root))
     removed = []
-    for older, newer in zip(ids, ids[1:]):
+    for older, newer in zip(ids, ids[1:], strict=False):
         if older in keep:
             continue
         superseded_at = os.stat(os.path.join(root, newer)).st_mtime
@@ -170,3 +171,20 @@ def collect_garbage(warehouse: str, keep: set[str], grace_seconds: float, now: f
             shutil.rmtree(os.path.join(root, older), ignore_errors=True)
             removed.append(older)
     return removed
+
+
+def record_failure(warehouse: str, run_id: str, failed_at: str, error: str) -> None:
+    """Remember a failed run (it published nothing) for `pipeline status`; atomic replace."""
+    tmp = os.path.join(warehouse, f"{LAST_FAILURE}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump({"run_id": run_id, "failed_at": failed_at, "error": error}, fh)
+    os.replace(tmp, os.path.join(warehouse, LAST_FAILURE))
+
+
+def read_failure(warehouse: str) -> dict[str, Any] | None:
+    try:
+        with open(os.path.join(warehouse, LAST_FAILURE), encoding="utf-8") as fh:
+            data: dict[str, Any] = json.load(fh)
+            return data
+    except (OSError, ValueError):
+        return None

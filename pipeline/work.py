@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -112,8 +113,8 @@ def _write_staging(loaded: list[tuple[Outcome, Loaded]], folder: str, batch_no: 
             extra = (outcome.rel, item.rows.month)
             rows.extend((*r, *extra) for r in getattr(item.rows, table.name))
         target = staging_schema(table)
-        columns = list(zip(*rows)) if rows else [[] for _ in target]
-        arrays = [pa.array(col, type=f.type) for col, f in zip(columns, target)]
+        columns: list[Any] = list(zip(*rows, strict=True)) if rows else [[] for _ in target]
+        arrays = [pa.array(col, type=f.type) for col, f in zip(columns, target, strict=True)]
         path = os.path.join(folder, f"{table.name}-{batch_no:06d}.parquet")
         pq.write_table(pa.Table.from_arrays(arrays, schema=target), path, compression="lz4")
         files[table.name] = path

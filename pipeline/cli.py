@@ -1,0 +1,277 @@
+"""`pipeline` command line: parses options, calls the flow or a stage, turns errors into one line.
+
+Prefect is imported only by the commands that need it, so `query`, `status`
+and `validate` start fast and parser worker processes never load it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from .errors import ConfigError, PipelineError
+
+ORCHESTRATORS = ("prefect", "none")
+
+
+def _add_common(p: argparse.ArgumentParser, seeds: bool = True, warehouse: bool = True) -> None:
+    if seeds:
+        p.add_argument("--seeds", help="folder of seed documents (default ./seeds, env PIPELINE_SEEDS)")
+        p.add_argument(
+            "--pattern",
+            action="append",
+            dest="patterns",
+            metavar="GLOB",
+            help="file name pattern to take, repeatable (default *.md, *.markdown, *.txt)",
+        )
+        p.add_argument("--max-file-bytes", type=int, help="size cap per file (default 5 MiB)")
+        p.add_argument("--workers", type=int, help="parser processes (default: CPU count)")
+    if warehouse:
+        p.add_argument("--warehouse", help="warehouse folder (default ./warehouse, env PIPELINE_WAREHOUSE)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pipeline", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and Prefect's own logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="load seeds into the warehouse and publish a new snapshot")
+    _add_common(run)
+    run.add_argument(
+        "--wait", type=float, dest="wait_seconds", help="seconds to wait for another run's lock (default 0)"
+    )
+    run.add_argument(
+        "--orchestrator",
+        choices=ORCHESTRATORS,
+        default=os.environ.get("PIPELINE_ORCHESTRATOR", "prefect"),
+        help="run as the Prefect flow `ingest` (default) or directly, without Prefect",
+    )
+    run.add_argument("--format", choices=("text", "json"), default="text", help="summary format")
+    run.add_argument("--quiet", action="store_true", help="no progress lines")
+
+    val = sub.add_parser("validate", help="check a seeds folder without writing anything")
+    _add_common(val, warehouse=False)
+    val.add_argument("--format", choices=("text", "json"), default="text")
+
+    q = sub.add_parser("query", help="read-only SQL over the current snapshot")
+    q.add_argument("sql", nargs="?", help="SQL to run (SELECT, WITH, DESCRIBE, SHOW, EXPLAIN)")
+    _add_common(q, seeds=False)
+    q.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table")
+    q.add_argument("--output", help="write the result to this file instead of stdout")
+    q.add_argument("--tables", action="store_true", help="list tables with row counts")
+
+    st = sub.add_parser("status", help="last runs, row counts, rejects and data age (no Prefect needed)")
+    _add_common(st, seeds=False)
+    st.add_argument("--format", choices=("text", "json"), default="text")
+    st.add_argument("--max-age", help="exit non-zero when the last run is older than this (e.g. 90m, 6h, 2d)")
+
+    cat = sub.add_parser("catalog", help="rebuild warehouse/catalog.duckdb (e.g. after moving the folder)")
+    _add_common(cat, seeds=False)
+
+    docs = sub.add_parser("docs", help="write the data dictionary and ER diagram from the schema")
+    docs.add_argument("--out", default="docs", help="folder to write into (default ./docs)")
+
+    serve = sub.add_parser("serve", help="serve the ingest flow as a Prefect deployment on a schedule")
+    _add_common(serve)
+    group = serve.add_mutually_exclusive_group()
+    group.add_argument("--cron", help="cron schedule (default '0 * * * *': hourly)")
+    group.add_argument("--interval", type=float, help="interval in seconds")
+    serve.add_argument("--name", default="scheduled", help="deployment name (default scheduled)")
+    serve.add_argument(
+        "--collision",
+        choices=("enqueue", "cancel"),
+        default="enqueue",
+        help="when a run is due while one is running: queue it (default) or cancel it",
+    )
+    return parser
+
+
+def _settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("seeds", "warehouse", "patterns", "max_file_bytes", "workers", "wait_seconds")
+    return {k: getattr(args, k, None) for k in keys}
+
+
+class _Progress:
+    """A progress line on stderr at most every 2 s (and at the end)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if self.enabled and (done == total or now - self.last >= 2):
+            self.last = now
+            print(f"parsed {done:,}/{total:,} files", file=sys.stderr, flush=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import report
+    from .config import load_settings
+
+    settings = load_settings(_settings_overrides(args))
+    progress = _Progress(not args.quiet)
+    t0 = time.perf_counter()
+    if args.orchestrator == "none":
+        from .engine import make_run_id, run_all, utc_now
+
+        run = run_all(settings, make_run_id(utc_now()), progress=progress)
+        summary = report.run_summary(run)
+    else:
+        from . import prefect_env
+
+        prefect_env.apply_defaults(debug=args.debug)
+        from .flow import ingest
+
+        os.environ["PIPELINE_PROGRESS"] = "0" if args.quiet else "1"
+        summary = ingest(**{k: v for k, v in vars(settings).items() if k in _FLOW_PARAMS})
+        total = time.perf_counter() - t0
+        summary["prefect_seconds"] = round(total - (summary["pipeline_seconds"] or 0.0), 3)
+    if args.format == "json":
+        print(report.to_json(summary))
+    else:
+        print(report.format_summary(summary))
+    return 0
+
+
+_FLOW_PARAMS = ("seeds", "warehouse", "patterns", "workers", "max_file_bytes", "wait_seconds")
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from . import report
+    from .config import load_settings
+    from .validate import format_report, validate_folder
+
+    settings = load_settings(_settings_overrides(args)).resolved()
+    entries = validate_folder(settings)
+    print(report.to_json(entries) if args.format == "json" else format_report(entries))
+    return 1 if any(not e["ok"] for e in entries) else 0
+
+
+def _warehouse(args: argparse.Namespace) -> str:
+    from .config import load_settings
+
+    return os.path.abspath(load_settings(_settings_overrides(args)).warehouse)
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from . import query
+
+    warehouse = _warehouse(args)
+    if args.tables:
+        table = query.list_tables(warehouse)
+    elif args.sql:
+        table = query.run_query(warehouse, args.sql)
+    else:
+        raise ConfigError("give a SQL string or --tables")
+    text = query.render(table, "table" if args.tables and args.format == "parquet" else args.format, args.output)
+    if text is not None:
+        print(text)
+    return 0
+
+
+def parse_age(text: str) -> timedelta:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1] in units:
+            return timedelta(seconds=float(text[:-1]) * units[text[-1]])
+        return timedelta(seconds=float(text))
+    except (ValueError, IndexError):
+        raise ConfigError(f"--max-age {text!r}: use a number with s, m, h or d (e.g. 6h)") from None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status import format_status, warehouse_status
+
+    max_age = parse_age(args.max_age) if args.max_age else None
+    info = warehouse_status(_warehouse(args), datetime.now(UTC), max_age)
+    if args.format == "json":
+        from .report import to_json
+
+        print(to_json(info))
+    else:
+        print(format_status(info))
+    return 0 if info["healthy"] else 1
+
+
+def cmd_catalog(args: argparse.Namespace) -> int:
+    from . import store
+    from .catalog import build_catalog
+
+    warehouse = _warehouse(args)
+    lock = store.acquire_lock(warehouse, 60)
+    try:
+        snap = store.require_current(warehouse)
+        tmp = store.staging_dir(warehouse, "catalog-rebuild")
+        try:
+            path = build_catalog(warehouse, snap, tmp)
+        finally:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        lock.release()
+    print(f"rebuilt {path} for snapshot {snap.id}")
+    return 0
+
+
+def cmd_docs(args: argparse.Namespace) -> int:
+    from .docs import write_docs
+
+    for path in write_docs(args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from . import prefect_env
+
+    prefect_env.apply_defaults(debug=args.debug)
+    from .config import load_settings
+    from .serve import serve
+
+    settings = load_settings(_settings_overrides(args))
+    params = {k: v for k, v in vars(settings).items() if k in _FLOW_PARAMS}
+    serve(params, cron=args.cron, interval=args.interval, name=args.name, collision=args.collision)
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "validate": cmd_validate,
+    "query": cmd_query,
+    "status": cmd_status,
+    "catalog": cmd_catalog,
+    "docs": cmd_docs,
+    "serve": cmd_serve,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except PipelineError as exc:
+        if args.debug:
+            raise
+        print(f"pipeline: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("pipeline: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug or an environment failure: still one line unless --debug
+        if args.debug:
+            raise
+        print(
+            f"pipeline: unexpected error: {type(exc).__name__}: {exc} (rerun with --debug for details)", file=sys.stderr
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

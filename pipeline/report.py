@@ -1,0 +1,89 @@
+"""Human and machine summaries of a run, a folder check, or the warehouse status."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from . import schema
+
+
+def run_summary(run: Any, prefect_seconds: float | None = None) -> dict[str, Any]:
+    """What a finished run did, as plain data (CLI output, Prefect artifact, JSON)."""
+    row = getattr(run, "load_run", {})
+    work = (row["finished_at"] - row["started_at"]).total_seconds() if row else None
+    return {
+        "run_id": run.run_id,
+        "snapshot_id": run.snapshot.id if run.snapshot else None,
+        "files": {k.removeprefix("files_"): v for k, v in run.counts.items()},
+        "rows": dict(run.rows),
+        "new_unknown_keys": list(run.new_unknown_keys),
+        "seconds": {k: round(v, 3) for k, v in run.timings.items()},
+        "pipeline_seconds": round(work, 3) if work is not None else None,
+        "prefect_seconds": round(prefect_seconds, 3) if prefect_seconds is not None else None,
+    }
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    f = summary["files"]
+    lines = [
+        f"run {summary['run_id']}: {f['seen']} files seen: {f['loaded']} loaded, "
+        f"{f['rejected']} rejected, {f['duplicate']} duplicates",
+        f"  changes: {f['new']} new, {f['changed']} changed, {f['unchanged']} unchanged, {f['deleted']} deleted "
+        f"({f['parsed']} parsed)",
+        "  rows: " + ", ".join(f"{t} {n}" for t, n in summary["rows"].items()),
+    ]
+    if summary["new_unknown_keys"]:
+        lines.append("  new unknown keys (kept in extra): " + ", ".join(summary["new_unknown_keys"]))
+    timing = f"  pipeline work {summary['pipeline_seconds']}s"
+    if summary.get("prefect_seconds") is not None:
+        timing += f", Prefect overhead {summary['prefect_seconds']}s"
+    lines.append(timing)
+    if f["rejected"] or f["duplicate"]:
+        lines.append('  see rejects: pipeline query "select source_path, reason, message from rejects"')
+    return "\n".join(lines)
+
+
+def rejects_markdown(rows: list[dict[str, Any]], limit: int = 200) -> str:
+    if not rows:
+        return "No quarantined files."
+    lines = ["| file | stage | reason | message |", "|---|---|---|---|"]
+    for r in rows[:limit]:
+        msg = str(r["message"]).replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| `{r['source_path']}` | {r['stage']} | {r['reason']} | {msg} |")
+    if len(rows) > limit:
+        lines.append(f"| … | | | {len(rows) - limit} more in the rejects table |")
+    return "\n".join(lines)
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    f = summary["files"]
+    lines = [
+        f"# Ingest run {summary['run_id']}",
+        "",
+        "| files | count |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in f.items()],
+        "",
+        "| table | rows |",
+        "|---|---|",
+        *[f"| {t} | {n} |" for t, n in summary["rows"].items()],
+        "",
+        "| stage | seconds |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in summary["seconds"].items()],
+    ]
+    if summary["new_unknown_keys"]:
+        lines += [
+            "",
+            "New frontmatter keys outside the contract: " + ", ".join(f"`{k}`" for k in summary["new_unknown_keys"]),
+        ]
+    return "\n".join(lines)
+
+
+def to_json(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=True, default=str, ensure_ascii=False)
+
+
+def table_names() -> list[str]:
+    return [t.name for t in schema.TABLES]

@@ -1,0 +1,66 @@
+"""Check a seeds folder without touching any warehouse (for pre-commit hooks and CI of seed authors).
+
+Uses the same discovery, parser processes and crash isolation as a run; the
+rows it stages go to a temporary folder that is deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+from dataclasses import asdict
+from typing import Any
+
+from .config import Settings
+from .discover import discover
+from .problems import Problem
+from .work import Job, Parser
+
+
+def validate_folder(settings: Settings) -> list[dict[str, Any]]:
+    """One entry per discovered file: path, ok, and the problem when not ok."""
+    found, refused = discover(settings.seeds, settings.patterns)
+    report: list[dict[str, Any]] = [{"path": r.rel, "ok": False, **asdict(r.problem)} for r in refused]
+    jobs = [Job(f.rel, f.path, f.size, f.mtime_ns, None) for f in found]
+    size = max(1, min(settings.batch_size, -(-len(jobs) // (settings.workers * 4))))
+    outcomes = []
+    with tempfile.TemporaryDirectory(prefix="pipeline-validate-") as tmp:
+        parser = Parser(settings.workers, tmp, "validate", settings.max_file_bytes)
+        for result in parser.run([jobs[i : i + size] for i in range(0, len(jobs), size)]):
+            outcomes.extend(result.outcomes)
+    outcomes.sort(key=lambda o: o.rel.encode("utf-8", "surrogateescape"))
+    owners: dict[str, str] = {}
+    for o in outcomes:
+        problem = o.problem
+        if problem is None and o.article_id is not None:
+            if o.article_id in owners:
+                problem = Problem(
+                    "duplicate",
+                    "duplicate_identity",
+                    f"same identity URL as {owners[o.article_id]!r}; only the smallest path would load",
+                    field="webUrl",
+                )
+            else:
+                owners[o.article_id] = o.rel
+        entry: dict[str, Any] = {"path": o.rel, "ok": problem is None}
+        if problem is not None:
+            entry.update(asdict(problem))
+        report.append(entry)
+    report.sort(key=lambda e: e["path"])
+    return report
+
+
+def format_report(report: list[dict[str, Any]]) -> str:
+    lines = []
+    for e in report:
+        if e["ok"]:
+            lines.append(f"ok      {e['path']}")
+        else:
+            lines.append(f"REJECT  {e['path']}: [{e['reason']}] {e['message']}")
+    bad = [e for e in report if not e["ok"]]
+    reasons = Counter(e["reason"] for e in bad)
+    lines.append(
+        f"{len(report)} files: {len(report) - len(bad)} ok, {len(bad)} would be quarantined"
+        + (" (" + ", ".join(f"{r} {n}" for r, n in sorted(reasons.items())) + ")" if bad else "")
+    )
+    return "\n".join(lines)
