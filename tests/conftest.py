@@ -1,0 +1,85 @@
+"""Shared fixtures: a copy of the shipped seeds, CLI runners, and table exports for exact comparisons."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SEEDS = REPO / "seeds"
+DOCUMENT_TABLES = ("articles", "article_topics", "article_images", "related_articles", "related_article_images")
+CONTENT_TABLES = (*DOCUMENT_TABLES, "providers", "rejects", "source_files", "unknown_keys")
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, cwd: Path | str | None = None, env: dict[str, str] | None = None,
+            check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run `pipeline ARGS` in a fresh process, as a user would."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        cwd=cwd or REPO,
+        env=env or cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"pipeline {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def seeds(tmp_path: Path) -> Path:
+    """A private copy of the shipped seeds folder."""
+    dst = tmp_path / "seeds"
+    shutil.copytree(SEEDS, dst)
+    return dst
+
+
+@pytest.fixture
+def warehouse(tmp_path: Path) -> Path:
+    return tmp_path / "warehouse"
+
+
+@pytest.fixture
+def load(seeds: Path, warehouse: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """`pipeline run` without Prefect on the fixture folders (Prefect runs have their own tests)."""
+
+    def _load(*extra: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return run_cli(
+            "run", "--seeds", str(seeds), "--warehouse", str(warehouse), "--orchestrator", "none", "--quiet",
+            *extra, check=check, env=env,
+        )
+
+    return _load
+
+
+def open_catalog(warehouse: Path) -> duckdb.DuckDBPyConnection:
+    return duckdb.connect(str(warehouse / "catalog.duckdb"), read_only=True)
+
+
+def export_tables(warehouse: Path, tables: tuple[str, ...] = CONTENT_TABLES) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, sorted: equal exports mean identical table contents."""
+    con = open_catalog(warehouse)
+    try:
+        out = {}
+        for t in tables:
+            rows = con.execute(f'SELECT * FROM "{t}"').fetchall()
+            out[t] = sorted(rows, key=repr)
+        return out
+    finally:
+        con.close()
+
