@@ -150,8 +150,7 @@ RELATED_ARTICLES = Table(
     grain="one row per related entry of an article",
     key=("article_id", "position"),
     description=(
-        "Related entries listed by each article; "
-        "related_article_id joins to articles when the target is itself a seed."
+        "Related entries listed by each article; related_article_id joins to articles when the target is itself a seed."
     ),
     parent="articles",
     parent_key=("article_id",),

@@ -25,8 +25,13 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, cwd: Path | str | None = None, env: dict[str, str] | None = None,
-            check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str,
+    cwd: Path | str | None = None,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
     """Run `pipeline ARGS` in a fresh process, as a user would."""
     proc = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", *args],
@@ -60,8 +65,17 @@ def load(seeds: Path, warehouse: Path) -> Callable[..., subprocess.CompletedProc
 
     def _load(*extra: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return run_cli(
-            "run", "--seeds", str(seeds), "--warehouse", str(warehouse), "--orchestrator", "none", "--quiet",
-            *extra, check=check, env=env,
+            "run",
+            "--seeds",
+            str(seeds),
+            "--warehouse",
+            str(warehouse),
+            "--orchestrator",
+            "none",
+            "--quiet",
+            *extra,
+            check=check,
+            env=env,
         )
 
     return _load
@@ -82,4 +96,3 @@ def export_tables(warehouse: Path, tables: tuple[str, ...] = CONTENT_TABLES) -> 
         return out
     finally:
         con.close()
-
