@@ -46,6 +46,11 @@ def define_views(con: duckdb.DuckDBPyConnection, snap: Snapshot, comments: bool 
         if comments:
             for stmt in comment_sql(table):
                 con.execute(stmt)
+    for view in schema.VIEWS:
+        con.execute(f'CREATE OR REPLACE VIEW "{view.name}" AS {view.sql}')
+        if comments:
+            text = f"{view.description} Grain: {view.grain}."
+            con.execute(f'COMMENT ON VIEW "{view.name}" IS {_quote(text)}')
     con.execute(
         "CREATE OR REPLACE VIEW pipeline_snapshot AS SELECT "
         f"{_quote(snap.id)} AS snapshot_id, {_quote(snap.meta['run_id'])} AS run_id, "

@@ -40,6 +40,20 @@ def data_dictionary() -> str:
             nullable = "yes" if c.nullable else "no"
             lines.append(f"| `{c.name}` | {schema.DUCKDB_TYPES[c.type]} | {nullable} | {c.description} |")
         lines.append("")
+    lines += ["# Convenience views", ""]
+    for v in schema.VIEWS:
+        lines += [
+            f"## `{v.name}`",
+            "",
+            v.description,
+            "",
+            f"- **Grain:** {v.grain}",
+            "",
+            "```sql",
+            v.sql.strip(),
+            "```",
+            "",
+        ]
     lines += [
         "## Seed document contract",
         "",
@@ -87,7 +101,8 @@ def er_diagram() -> str:
 
 
 def readme_block() -> str:
-    return f"{README_START}\n{schema.markdown_table_list()}\n{README_END}"
+    views = "\n".join(f"| `{v.name}` (view) | {v.grain} | |" for v in schema.VIEWS)
+    return f"{README_START}\n{schema.markdown_table_list()}\n{views}\n{README_END}"
 
 
 def update_readme(path: str) -> bool:

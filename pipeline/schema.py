@@ -313,6 +313,70 @@ TABLES: tuple[Table, ...] = (
     UNKNOWN_KEYS,
 )
 
+
+@dataclass(frozen=True)
+class DerivedView:
+    """A convenience view for analysts and BI tools, defined over the tables above."""
+
+    name: str
+    grain: str
+    description: str
+    sql: str
+
+
+# Date parts are taken in UTC explicitly: DuckDB's session time zone would otherwise apply.
+ARTICLE_FACTS = DerivedView(
+    name="article_facts",
+    grain="one row per article",
+    description=(
+        "Analysis-ready articles: provider name and domain, UTC date parts, topic list, "
+        "and counts of images, related entries and related entries that are themselves seeds."
+    ),
+    sql="""
+SELECT a.article_id, a.title, a.category, a.type, a.published_at,
+       CAST(a.published_at AT TIME ZONE 'UTC' AS DATE) AS published_date,
+       year(a.published_at AT TIME ZONE 'UTC') AS published_year,
+       month(a.published_at AT TIME ZONE 'UTC') AS published_month,
+       strftime(a.published_at AT TIME ZONE 'UTC', '%Y-%m') AS published_year_month,
+       a.quality, a.heat, a.is_published,
+       a.provider_id, p.name AS provider_name, p.domain AS provider_domain,
+       coalesce(t.topics, []) AS topics,
+       coalesce(t.n, 0) AS topic_count,
+       coalesce(i.n, 0) AS image_count,
+       coalesce(r.n, 0) AS related_count,
+       coalesce(r.seeds, 0) AS related_seed_count,
+       a.web_url, a.source_path
+FROM articles a
+LEFT JOIN providers p USING (provider_id)
+LEFT JOIN (SELECT article_id, list(topic ORDER BY position) AS topics, count(*) AS n
+           FROM article_topics GROUP BY article_id) t USING (article_id)
+LEFT JOIN (SELECT article_id, count(*) AS n FROM article_images GROUP BY article_id) i USING (article_id)
+LEFT JOIN (SELECT r.article_id, count(*) AS n, count(x.article_id) AS seeds
+           FROM related_articles r LEFT JOIN articles x ON x.article_id = r.related_article_id
+           GROUP BY r.article_id) r USING (article_id)
+""",
+)
+
+RELATED_RESOLVED = DerivedView(
+    name="related_resolved",
+    grain="one row per related entry of an article",
+    description=(
+        "Related entries with their target article resolved when the target is itself a seed "
+        "(target_* columns NULL otherwise)."
+    ),
+    sql="""
+SELECT r.article_id, r.position, r.related_article_id,
+       r.web_url, r.title, r.published_at, r.provider_id,
+       t.article_id IS NOT NULL AS target_is_seed,
+       t.title AS target_title, t.published_at AS target_published_at,
+       t.provider_id AS target_provider_id, t.source_path AS target_source_path
+FROM related_articles r
+LEFT JOIN articles t ON t.article_id = r.related_article_id
+""",
+)
+
+VIEWS: tuple[DerivedView, ...] = (ARTICLE_FACTS, RELATED_RESOLVED)
+
 BY_NAME: dict[str, Table] = {t.name: t for t in TABLES}
 DOCUMENT_TABLES: tuple[Table, ...] = tuple(t for t in TABLES if t.partitioned)
 
