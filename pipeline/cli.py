@@ -264,6 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pipeline: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `pipeline query ... | head`
+        sys.stderr.close()
+        return 0
     except Exception as exc:  # a bug or an environment failure: still one line unless --debug
         if args.debug:
             raise

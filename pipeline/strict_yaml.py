@@ -30,7 +30,7 @@ _NULLS = frozenset(("", "~", "null", "Null", "NULL"))
 
 # Cheap screens for inputs deep enough to threaten libyaml's recursive composer.
 # Only files that trip one are measured exactly (by parse events, which do not recurse).
-_DEEP_INDENT = re.compile(r"^[ \t]{128,}\S", re.MULTILINE)
+_DEEP_INDENT = " " * 128
 _DEEP_DASHES = re.compile(r"(?:-[ \t]+){32}")
 
 
@@ -70,8 +70,8 @@ def nesting_depth(text: str) -> int:
 def _looks_deep(text: str) -> bool:
     return (
         text.count("[") + text.count("{") > 2 * MAX_DEPTH
-        or _DEEP_INDENT.search(text) is not None
-        or _DEEP_DASHES.search(text) is not None
+        or _DEEP_INDENT in text
+        or ("- - - -" in text and _DEEP_DASHES.search(text) is not None)
     )
 
 
