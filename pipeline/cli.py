@@ -235,7 +235,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .config import load_settings
     from .serve import serve
 
-    settings = load_settings(_settings_overrides(args))
+    settings = load_settings(_settings_overrides(args)).resolved()  # absolute paths for every run
     params = {k: v for k, v in vars(settings).items() if k in _FLOW_PARAMS}
     serve(params, cron=args.cron, interval=args.interval, name=args.name, collision=args.collision)
     return 0
