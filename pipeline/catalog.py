@@ -63,7 +63,9 @@ def build_catalog(warehouse: str, snap: Snapshot, build_dir: str) -> str:
     tmp = os.path.join(build_dir, CATALOG)
     if os.path.exists(tmp):
         os.unlink(tmp)
-    con = duckdb.connect(tmp)
+    # Written in the v1.4 storage format: the catalog holds only views, and BI tools that
+    # bundle DuckDB 1.4/1.5 can then open it too (a 2.0-format file refuses them).
+    con = duckdb.connect(tmp, config={"storage_compatibility_version": "v1.4.0"})
     try:
         define_views(con, snap)
         con.execute("CHECKPOINT")

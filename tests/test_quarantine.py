@@ -21,20 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SEEDS, cli_env, open_catalog, run_cli
 
 from pipeline import schema
 from pipeline.extract import Loaded, extract
 from pipeline.normalize import Source, article_id
 from pipeline.problems import Problem
+from tests.conftest import SEEDS, cli_env, open_catalog, run_cli
 
 HOSTILE = Path(__file__).resolve().parent / "data" / "hostile"
 EXPECTED: dict[str, dict[str, Any]] = json.loads((HOSTILE / "EXPECTED.json").read_text(encoding="utf-8"))
 SUB = "hostile"  # the hostile files sit in this subfolder of the seeds copy
 TEMPLATE = SEEDS / "000_0d86a7039b408f6d.txt"
-TEMPLATE_URL = (
-    "https://www.psychologytoday.com/us/blog/the-digital-self/202310/artificial-empathy-a-human-construct-borrowed-by-ai"
-)
+TEMPLATE_URL = "https://www.psychologytoday.com/us/blog/the-digital-self/202310/artificial-empathy-a-human-construct-borrowed-by-ai"
 DEFAULT_PATTERNS = ("*.md", "*.markdown", "*.txt")
 RUN_TIMEOUT = 120
 

@@ -1,0 +1,395 @@
+"""The warehouse with real clients: SQLAlchemy + duckdb_engine (what BI tools use), Parquet readers
+(pyarrow, DuckDB, polars), a moved warehouse, and the example queries for analysts.
+
+The SQLAlchemy test runs in its own venv, .venv-bi, built from tests/bi/requirements.txt (the
+project's Prefect needs SQLAlchemy 2.1, which duckdb_engine cannot reflect with). The venv is
+created once (15-40 s of venv + pip install, measured) and reused while the requirements file, the Python
+version and the base interpreter stay the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import filelock
+import polars as pl
+import pyarrow.dataset as ds
+import pytest
+
+from pipeline import schema
+
+from .conftest import REPO, SEEDS, cli_env, open_catalog, run_cli
+
+BI_DIR = REPO / "tests" / "bi"
+BI_REQUIREMENTS = BI_DIR / "requirements.txt"
+BI_VENV = REPO / ".venv-bi"
+BI_MARKER = BI_VENV / ".requirements.sha256"
+PROBE = BI_DIR / "sqlalchemy_probe.py"
+EXAMPLES = BI_DIR / "example_queries.sql"
+
+TABLE_NAMES = [t.name for t in schema.TABLES]
+VIEW_NAMES = [v.name for v in schema.VIEWS]
+
+# What a BI tool infers from the type duckdb_engine reflects (SQLAlchemy's python_type). The list
+# column is a known gap of duckdb_engine 0.17: it reflects as NullType (with an SAWarning), although
+# queries return Python lists. Timestamps reflect as TIMESTAMP() without timezone=True; the values
+# still arrive time-zone aware (checked through pandas below).
+REFLECTED_PYTHON_TYPES: dict[str, str | None] = {
+    "string": "str",
+    "int64": "int",
+    "int32": "int",
+    "bool": "bool",
+    "timestamp": "datetime",
+    "list<string>": None,
+}
+
+POLARS_TYPES: dict[str, pl.DataType] = {
+    "string": pl.String(),
+    "int64": pl.Int64(),
+    "int32": pl.Int32(),
+    "bool": pl.Boolean(),
+    "timestamp": pl.Datetime("us", "UTC"),
+    "list<string>": pl.List(pl.String()),
+}
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+
+
+def _bi_fingerprint() -> str:
+    """Requirements plus the interpreter the venv is built on: any change rebuilds .venv-bi."""
+    digest = hashlib.sha256(BI_REQUIREMENTS.read_bytes())
+    digest.update(sys.version.encode())
+    digest.update(os.path.realpath(getattr(sys, "_base_executable", sys.executable)).encode())
+    return digest.hexdigest()
+
+
+def _run(cmd: list[str], timeout: float) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=cli_env())
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+
+
+@pytest.fixture(scope="session")
+def bi_python() -> Path:
+    """Interpreter of .venv-bi, created (or reused when its marker matches the requirements)."""
+    python = BI_VENV / "bin" / "python"
+    want = _bi_fingerprint()
+    lock_name = f"seed-pipeline-venv-bi-{hashlib.sha256(str(REPO).encode()).hexdigest()[:16]}.lock"
+    with filelock.FileLock(os.path.join(tempfile.gettempdir(), lock_name), timeout=900):
+        if python.exists() and BI_MARKER.exists() and BI_MARKER.read_text().strip() == want:
+            return python
+        if BI_VENV.exists():
+            shutil.rmtree(BI_VENV)
+        _run([sys.executable, "-m", "venv", str(BI_VENV)], timeout=120)
+        pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input"]
+        _run([*pip, "-r", str(BI_REQUIREMENTS)], timeout=900)
+        BI_MARKER.write_text(want + "\n")  # last: a half-built venv has no marker and is rebuilt
+    return python
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A warehouse built from the shipped seeds, shared by the read-only tests of this module."""
+    root = tmp_path_factory.mktemp("bi")
+    seeds = root / "seeds"
+    shutil.copytree(SEEDS, seeds)
+    warehouse = root / "warehouse"
+    run_cli("run", "--seeds", str(seeds), "--warehouse", str(warehouse), "--orchestrator", "none", "--quiet")
+    return warehouse
+
+
+def _catalog_counts(warehouse: Path, names: list[str]) -> dict[str, int]:
+    con = open_catalog(warehouse)
+    try:
+        return {n: con.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0] for n in names}
+    finally:
+        con.close()
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _pins() -> dict[str, str]:
+    pins = {}
+    for line in BI_REQUIREMENTS.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[name.strip().lower().replace("-", "_")] = version.strip()
+    return pins
+
+
+# --- 1. SQLAlchemy + duckdb_engine ------------------------------------------------------------
+
+
+@pytest.mark.timeout(900)  # the first run includes creating .venv-bi
+def test_sqlalchemy_duckdb_engine_reflects_and_queries_catalog(bi_python: Path, sample: Path, tmp_path: Path) -> None:
+    catalog = sample / "catalog.duckdb"
+    before = _sha256(catalog)
+    con = open_catalog(sample)
+    try:
+        catalog_views = {
+            r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
+        }
+        catalog_tables = {
+            r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE NOT internal").fetchall()
+        }
+        # Derived views have no column list in the schema: DuckDB's own DESCRIBE is the reference.
+        view_columns = {v: [r[0] for r in con.execute(f'DESCRIBE "{v}"').fetchall()] for v in VIEW_NAMES}
+    finally:
+        con.close()
+    assert set(TABLE_NAMES + VIEW_NAMES) <= catalog_views | catalog_tables
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = subprocess.run(
+        [str(bi_python), str(PROBE), str(catalog)],
+        cwd=elsewhere,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    got: dict[str, Any] = json.loads(proc.stdout)
+
+    pins = _pins()
+    assert got["versions"] == {k: pins[k] for k in ("sqlalchemy", "duckdb_engine", "duckdb", "pandas")}
+
+    # Every object of the catalog is listed; the catalog holds views only, so BI tools find them
+    # among views (get_table_names() is empty).
+    assert set(got["table_names"]) == catalog_tables
+    assert set(got["view_names"]) == catalog_views
+    assert set(got["reflected"]) == catalog_views | catalog_tables
+
+    for table in schema.TABLES:
+        cols = got["columns"][table.name]
+        assert [c["name"] for c in cols] == table.column_names, table.name
+        for col, reflected in zip(table.columns, cols, strict=True):
+            assert reflected["python_type"] == REFLECTED_PYTHON_TYPES[col.type], (table.name, col.name, reflected)
+            assert reflected["comment"] == col.description, (table.name, col.name)
+        assert got["comments"][table.name].startswith(table.description)
+    for view in schema.VIEWS:
+        cols = got["columns"][view.name]
+        assert [c["name"] for c in cols] == view_columns[view.name], view.name
+        assert all(c["python_type"] is not None or c["name"] == "topics" for c in cols), cols
+        assert got["comments"][view.name].startswith(view.description)
+
+    # The join through pandas.read_sql matches the article counts the pipeline stored in providers
+    # (read here straight from Parquet, independently of DuckDB).
+    providers = ds.dataset(sample / "current" / "providers").to_table().to_pylist()
+    expected = {p["name"]: p["article_count"] for p in providers if p["article_count"] > 0}
+    assert len(expected) == len([p for p in providers if p["article_count"] > 0])  # names are unique here
+    result = got["read_sql"]
+    assert result["columns"] == ["provider", "articles"]
+    assert result["dtypes"]["articles"] == "int64"
+    assert {r["provider"]: r["articles"] for r in result["rows"]} == expected
+    assert result["rows"][0] == {"provider": "Reuters", "articles": 3}
+
+    assert got["article_facts_rows"] == 15
+    assert got["article_facts_dtypes"]["published_at"] == "datetime64[us, UTC]"
+    assert got["write_refused"] and "read-only" in got["write_refused"]
+    assert _sha256(catalog) == before
+
+
+# --- 2. Parquet readers -----------------------------------------------------------------------
+
+
+def _sorted_rows(rows: list[dict[str, Any]], key: tuple[str, ...]) -> list[dict[str, Any]]:
+    return sorted(rows, key=lambda r: tuple(r[k] for k in key))
+
+
+@pytest.mark.parametrize("table", schema.TABLES, ids=lambda t: t.name)
+def test_parquet_readers_see_the_same_tables(sample: Path, table: schema.Table) -> None:
+    folder = sample / "current" / table.name
+    glob = str(folder / "*.parquet")
+    expected_rows = _catalog_counts(sample, [table.name])[table.name]
+
+    # pyarrow: the table folder as a dataset; month file names are not hive-style, no column added.
+    dataset = ds.dataset(folder, format="parquet")
+    assert dataset.schema.names == table.column_names
+    assert {f.name: f.type for f in dataset.schema} == {c.name: schema.ARROW_TYPES[c.type] for c in table.columns}
+    assert dataset.count_rows() == expected_rows
+    arrow_rows = dataset.to_table().to_pylist()
+
+    # DuckDB: read_parquet over the glob, with its default (auto-detected) hive partitioning.
+    con = duckdb.connect()
+    try:
+        described = con.execute(f"DESCRIBE SELECT * FROM read_parquet('{glob}')").fetchall()
+        assert [(r[0], r[1]) for r in described] == [(c.name, schema.DUCKDB_TYPES[c.type]) for c in table.columns]
+        assert con.execute(f"SELECT count(*) FROM read_parquet('{glob}')").fetchone() == (expected_rows,)
+        cursor = con.execute(f"SELECT * FROM read_parquet('{glob}')")
+        names = [d[0] for d in cursor.description]
+        duck_rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+    finally:
+        con.close()
+
+    # polars: scan_parquet over the glob.
+    lazy = pl.scan_parquet(glob)
+    polars_schema = lazy.collect_schema()
+    assert polars_schema.names() == table.column_names
+    assert dict(polars_schema) == {c.name: POLARS_TYPES[c.type] for c in table.columns}
+    frame = lazy.collect()
+    assert frame.height == expected_rows
+    polars_rows = frame.to_dicts()
+
+    # The same values in all three (timestamps compare as instants, lists as lists).
+    key = table.key
+    assert _sorted_rows(arrow_rows, key) == _sorted_rows(duck_rows, key) == _sorted_rows(polars_rows, key)
+    for rows in (arrow_rows, duck_rows, polars_rows):
+        for row in rows:
+            for col in table.columns:
+                value = row[col.name]
+                if value is None:
+                    continue
+                if col.type == "bool":
+                    assert isinstance(value, bool)
+                elif col.type == "list<string>":
+                    assert isinstance(value, list) and all(isinstance(v, str) for v in value)
+                elif col.type == "timestamp":
+                    assert value.tzinfo is not None and value.utcoffset() is not None  # an instant, not wall time
+
+
+def test_key_value_folder_above_the_warehouse(sample: Path, tmp_path: Path) -> None:
+    """A `key=value` folder above the warehouse (e.g. /data/env=prod/warehouse) is not a partition.
+
+    pyarrow and polars ignore it; DuckDB's read_parquet auto-detects hive partitioning and would add
+    an `env` column, so direct DuckDB reads should pass hive_partitioning = false, as the catalog's
+    views do.
+    """
+    link = tmp_path / "env=prod"
+    link.symlink_to(sample.parent, target_is_directory=True)
+    table = schema.table("articles")
+    folder = link / sample.name / "current" / table.name
+    glob = str(folder / "*.parquet")
+
+    assert ds.dataset(folder, format="parquet").schema.names == table.column_names
+    assert pl.scan_parquet(glob).collect_schema().names() == table.column_names
+    con = duckdb.connect()
+    try:
+        explicit = con.execute(f"DESCRIBE SELECT * FROM read_parquet('{glob}', hive_partitioning = false)").fetchall()
+        assert [r[0] for r in explicit] == table.column_names
+        auto = con.execute(f"DESCRIBE SELECT * FROM read_parquet('{glob}')").fetchall()
+        assert [r[0] for r in auto] == [*table.column_names, "env"], "DuckDB's hive auto-detection changed"
+    finally:
+        con.close()
+    catalog = open_catalog(link / sample.name)
+    try:
+        assert [r[0] for r in catalog.execute("DESCRIBE articles").fetchall()] == table.column_names
+    finally:
+        catalog.close()
+
+
+# --- 3. moved warehouse -----------------------------------------------------------------------
+
+READER = r"""
+import json, sys, duckdb
+con = duckdb.connect(sys.argv[1], read_only=True)
+counts = {n: con.execute(f'select count(*) from "{n}"').fetchone()[0] for n in sys.argv[2].split(",")}
+path = con.execute("select snapshot_path from pipeline_snapshot").fetchone()[0]
+print(json.dumps({"counts": counts, "snapshot_path": path}))
+"""
+
+
+def test_moved_warehouse_works_after_pipeline_catalog(load, warehouse: Path, tmp_path: Path) -> None:
+    load()
+    names = TABLE_NAMES + VIEW_NAMES
+    expected = _catalog_counts(warehouse, names)
+
+    new_home = tmp_path / "moved"
+    new_home.mkdir()
+    moved = new_home / "wh-new"
+    shutil.move(warehouse, moved)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    def read(catalog: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", READER, str(catalog), ",".join(names)],
+            cwd=elsewhere,
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    # The old catalog names the old absolute paths: it fails until rebuilt...
+    stale = read(moved / "catalog.duckdb")
+    assert stale.returncode != 0
+    assert "No files found" in stale.stderr or "IO Error" in stale.stderr, stale.stderr
+    # ... while `pipeline query` needs no rebuild (it builds its views from `current`).
+    q = run_cli(
+        "query", "select count(*) as n from articles", "--warehouse", str(moved), "--format", "json", cwd=elsewhere
+    )
+    assert json.loads(q.stdout) == [{"n": expected["articles"]}]
+
+    # A relative --warehouse, from the folder that holds it.
+    rebuilt = run_cli("catalog", "--warehouse", "wh-new", cwd=new_home)
+    assert "rebuilt" in rebuilt.stdout
+
+    fresh = read(moved / "catalog.duckdb")
+    assert fresh.returncode == 0, fresh.stderr
+    got = json.loads(fresh.stdout)
+    assert got["counts"] == expected
+    assert got["snapshot_path"].startswith(os.path.realpath(moved) + os.sep)
+
+
+# --- 4. example queries for the README --------------------------------------------------------
+
+
+def _example_queries() -> list[tuple[str, str]]:
+    parts = re.split(r"^-- name: (.+)$", EXAMPLES.read_text(encoding="utf-8"), flags=re.MULTILINE)
+    return [(title.strip(), sql.strip()) for title, sql in zip(parts[1::2], parts[2::2], strict=True)]
+
+
+EXAMPLE_QUERIES = _example_queries()
+
+
+def test_example_queries_file_lists_the_documented_questions() -> None:
+    assert [title for title, _ in EXAMPLE_QUERIES] == [
+        "Articles per provider per month",
+        "Top topics",
+        "Topic co-occurrence",
+        "Most related articles",
+        "Image size distribution",
+    ]
+
+
+@pytest.mark.parametrize(("title", "sql"), EXAMPLE_QUERIES, ids=[t for t, _ in EXAMPLE_QUERIES])
+def test_example_query_runs(sample: Path, tmp_path: Path, title: str, sql: str) -> None:
+    proc = run_cli("query", sql, "--warehouse", str(sample), "--format", "json", cwd=tmp_path)
+    rows = json.loads(proc.stdout)
+    assert rows, f"{title}: no rows"
+
+    # The same statement works on the catalog file (DuckDB CLI, BI tools' SQL editors).
+    con = open_catalog(sample)
+    try:
+        assert len(con.execute(sql).fetchall()) == len(rows)
+        counts = _catalog_counts(sample, ["articles", "article_images", "related_article_images"])
+    finally:
+        con.close()
+
+    if title == "Articles per provider per month":
+        assert sum(r["articles"] for r in rows) == counts["articles"]
+    elif title == "Top topics":
+        assert [r["articles"] for r in rows] == sorted((r["articles"] for r in rows), reverse=True)
+    elif title == "Topic co-occurrence":
+        assert all(r["topic"] < r["other_topic"] for r in rows)
+        assert rows[0] == {"topic": "AI", "other_topic": "AI in Healthcare", "articles": 3}
+    elif title == "Most related articles":
+        assert all(r["title"] for r in rows)
+        assert rows[0]["times_related"] >= rows[-1]["times_related"]
+    elif title == "Image size distribution":
+        assert sum(r["images"] for r in rows) == counts["article_images"] + counts["related_article_images"]
