@@ -112,8 +112,14 @@ class _Checker:
         text = self.text(value, path)
         if text is None:
             return None
-        parts = urlsplit(text.strip())
-        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        try:
+            parts = urlsplit(text.strip())
+            host = parts.hostname
+            parts.port  # noqa: B018 - raises ValueError on a port out of range
+        except ValueError as exc:
+            self.fail(path, "bad_url", f"expected an absolute http(s) URL, got {text!r} ({exc})")
+            return None
+        if parts.scheme.lower() not in ("http", "https") or not host or any(c.isspace() for c in host):
             self.fail(path, "bad_url", f"expected an absolute http(s) URL, got {text!r}")
             return None
         return text
@@ -156,8 +162,11 @@ class _Checker:
         elif isinstance(value, date):
             parsed = datetime(value.year, value.month, value.day)
         elif isinstance(value, str) and _TIMESTAMP.fullmatch(value.strip()):
+            text = value.strip().replace(" Z", "Z").replace(" z", "Z")
+            if text.endswith("z"):
+                text = text[:-1] + "Z"
             try:
-                parsed = datetime.fromisoformat(value.strip().replace(" Z", "Z"))
+                parsed = datetime.fromisoformat(text)
             except ValueError as exc:
                 self.fail(path, "bad_timestamp", f"{value!r} is not a real date/time ({exc})")
                 return None
@@ -168,7 +177,11 @@ class _Checker:
             return None
         if parsed.tzinfo is None:
             return parsed.replace(tzinfo=UTC)
-        return parsed.astimezone(UTC)
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:
+            self.fail(path, "bad_timestamp", f"{value!r} falls outside years 1-9999 in UTC")
+            return None
 
     # --- structure ---------------------------------------------------------
     def mapping(self, value: Any, fields: tuple[Field, ...], path: str) -> dict[str, Any] | None:

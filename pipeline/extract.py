@@ -18,7 +18,12 @@ from .normalize import Rows, Source, normalize
 from .problems import Problem, ProblemError
 from .strict_yaml import StrictYAMLHandler
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# C0 controls but tab/LF/CR, DEL, and C1 controls (U+0085 NEL is a line break to YAML 1.1, so
+# a quoted title containing it would silently become a space).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# Line and paragraph separators: also line breaks to YAML 1.1; harmless in a Markdown body.
+_YAML_BREAKS = re.compile(r"[\u2028\u2029]")
+_LEADING_BLANK_LINES = re.compile(r"\A(?:[ \t]*\r?\n)+")
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,19 @@ def split_frontmatter(text: str) -> tuple[object, str]:
     opener = probe.FM_BOUNDARY.match(stripped)
     assert opener is not None
     first_line = offset_lines + stripped.count("\n", 0, opener.end())
+    odd = _YAML_BREAKS.search(fm)
+    if odd:
+        line, col = _position(fm, odd.start())
+        raise ProblemError(
+            Problem(
+                "decode",
+                "control_character",
+                f"U+{ord(odd.group()):04X} (a line break to YAML) at line {line + first_line}, column {col}; "
+                "remove it or write it as an escape in a double-quoted string",
+                line + first_line,
+                col,
+            )
+        )
     meta = StrictYAMLHandler(first_line).load(fm)
     if not isinstance(meta, dict):
         kind = "empty" if meta is None else f"a {type(meta).__name__}, not a mapping"
@@ -116,7 +134,7 @@ def split_frontmatter(text: str) -> tuple[object, str]:
                 1,
             )
         )
-    return meta, body.strip()
+    return meta, _LEADING_BLANK_LINES.sub("", body).rstrip()
 
 
 def extract(data: bytes, source: Source, run_id: str) -> Loaded | Problem:

@@ -103,7 +103,11 @@ ARTICLES = Table(
         _c("provider_domain", "string", "provider domain as written in this document"),
         _c("provider_name", "string", "provider name as written in this document"),
         _c("secured", "string", "opaque secured string, as written"),
-        _c("body", "string", "Markdown body after the frontmatter (blank lines at both ends trimmed); NULL when empty"),
+        _c(
+            "body",
+            "string",
+            "Markdown body after the frontmatter (leading blank lines and trailing whitespace trimmed); NULL when empty",
+        ),
         _c("extra", "string", EXTRA),
         _c("source_path", "string", "seed file path relative to the seeds folder, '/'-separated", False),
         _c("source_sha256", "string", "SHA-256 of the seed file's bytes", False),
@@ -271,8 +275,8 @@ SOURCE_FILES = Table(
     description="The manifest: what the last run saw of each input file and what became of it.",
     columns=(
         _c("source_path", "string", "key: path relative to the seeds folder", False),
-        _c("size", "int64", "size in bytes", False),
-        _c("mtime_ns", "int64", "modification time, nanoseconds since the epoch", False),
+        _c("size", "int64", "size in bytes (NULL when the file was refused before it was read)"),
+        _c("mtime_ns", "int64", "modification time, nanoseconds since the epoch (NULL when refused before reading)"),
         _c("source_sha256", "string", "SHA-256 of the bytes (NULL when unreadable)"),
         _c("status", "string", "loaded, rejected or duplicate", False),
         _c("article_id", "string", "article the file produced (also for duplicates: the id it claims)"),

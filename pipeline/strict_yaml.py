@@ -55,16 +55,18 @@ def _problem(reason: str, message: str, node_or_mark: Any, line_offset: int) -> 
     return ProblemError(Problem("yaml", reason, message + where, line, col))
 
 
-def nesting_depth(text: str) -> int:
-    """Deepest collection nesting, from parse events (iterative, safe on any depth)."""
-    depth = deepest = 0
+def too_deep_at(text: str) -> Any:
+    """Mark of the first collection nested deeper than MAX_DEPTH (None if none), from parse
+    events: iterative, so safe on any depth."""
+    depth = 0
     for event in yaml.parse(text, Loader=yaml.CSafeLoader):
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             depth += 1
-            deepest = max(deepest, depth)
+            if depth > MAX_DEPTH:
+                return event.start_mark
         elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
             depth -= 1
-    return deepest
+    return None
 
 
 def _looks_deep(text: str) -> bool:
@@ -82,15 +84,14 @@ class _Builder:
         self.line_offset = line_offset
         self.seen: set[int] = set()
 
-    def build(self, node: Node, depth: int) -> Any:
+    def visit(self, node: Node) -> None:
+        """Every node is visited once; a second visit means an alias reused an anchored node."""
         if id(node) in self.seen:
-            raise _problem(
-                "yaml_alias",
-                "YAML aliases (*name) are not allowed; write the value out in full",
-                node,
-                self.line_offset,
-            )
+            raise _problem("yaml_alias", "YAML aliases are not allowed", node, self.line_offset)
         self.seen.add(id(node))
+
+    def build(self, node: Node, depth: int) -> Any:
+        self.visit(node)
         tag = node.tag
         if isinstance(node, ScalarNode):
             if tag == STR_TAG:
@@ -119,6 +120,7 @@ class _Builder:
         out: dict[str, Any] = {}
         lines: dict[str, int] = {}
         for key_node, value_node in node.value:
+            self.visit(key_node)
             if not (isinstance(key_node, ScalarNode) and key_node.tag == STR_TAG):
                 raise _problem(
                     "yaml_key",
@@ -147,14 +149,9 @@ def load_strict(text: str, line_offset: int = 0) -> Any:
     positions name lines of the file, not of the frontmatter block.
     """
     try:
-        if _looks_deep(text) and nesting_depth(text) > MAX_DEPTH:
-            raise ProblemError(
-                Problem(
-                    "yaml",
-                    "nesting_too_deep",
-                    f"frontmatter nests deeper than {MAX_DEPTH} levels",
-                )
-            )
+        deep = too_deep_at(text) if _looks_deep(text) else None
+        if deep is not None:
+            raise _problem("nesting_too_deep", f"frontmatter nests deeper than {MAX_DEPTH} levels", deep, line_offset)
         loader = _Loader(text)
         try:
             node = loader.get_single_node()
@@ -174,7 +171,19 @@ def load_strict(text: str, line_offset: int = 0) -> Any:
         raise ProblemError(Problem("yaml", "yaml_syntax", f"YAML error: {exc}")) from None
     if node is None:
         return None
-    return _Builder(line_offset).build(node, 0)
+    try:
+        return _Builder(line_offset).build(node, 0)
+    except ProblemError as exc:
+        if exc.problem.reason != "yaml_alias":
+            raise
+        # The composed tree only knows the anchor; parse events know where the alias is.
+        alias = next(e for e in yaml.parse(text, Loader=yaml.CSafeLoader) if isinstance(e, yaml.AliasEvent))
+        raise _problem(
+            "yaml_alias",
+            f"YAML anchors and aliases are not allowed (found *{alias.anchor}); write the value out in full",
+            alias.start_mark,
+            line_offset,
+        ) from None
 
 
 class StrictYAMLHandler(frontmatter.YAMLHandler):

@@ -89,7 +89,14 @@ def process_file(job: Job, run_id: str, max_bytes: int) -> tuple[Outcome, Loaded
     if digest == job.old_sha:
         return Outcome(job.rel, len(data), job.mtime_ns, digest, "unchanged"), None
     _maybe_crash(job.rel)
-    result = extract(data, Source(job.rel, digest), run_id)
+    try:
+        result: Loaded | Problem = extract(data, Source(job.rel, digest), run_id)
+    except Exception as exc:  # a bug on one odd file must not stop the others
+        result = Problem(
+            "contract",
+            "unexpected_error",
+            f"the pipeline failed on this file ({type(exc).__name__}: {exc}); please report it with the file",
+        )
     if isinstance(result, Problem):
         return Outcome(job.rel, len(data), job.mtime_ns, digest, "rejected", problem=result), None
     outcome = Outcome(

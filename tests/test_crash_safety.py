@@ -160,9 +160,9 @@ def processes(*commands: list[str], env: dict[str, str] | None = None) -> Iterat
         yield procs
     finally:
         for p in procs:
-            if p.poll() is None:
+            if p.returncode is None:  # not waited for: the test failed early
                 p.kill()
-            p.communicate(timeout=TIMEOUT)
+                p.communicate(timeout=TIMEOUT)
 
 
 # --- fixtures ------------------------------------------------------------------------------------------

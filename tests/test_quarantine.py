@@ -4,8 +4,6 @@ The hostile corpus lives in tests/data/hostile/ (one small file per class, each 
 seeds/000_0d86a7039b408f6d.txt) with the expected outcome of each file in EXPECTED.json. Inputs that
 cannot be committed (a huge file, a symlink, a FIFO, a non-UTF-8 file name) are made at runtime.
 
-Tests marked ``xfail(strict=True, reason="BUG: ...")`` document pipeline bugs: they assert the promised
-behaviour and currently fail; they start passing (and then fail as XPASS) once the bug is fixed.
 """
 
 from __future__ import annotations
@@ -445,12 +443,6 @@ def test_fifo_does_not_hang_the_run(seeds: Path, warehouse: Path) -> None:
     run_pipeline(seeds, warehouse)  # must return (any exit code) well within RUN_TIMEOUT
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: any file refused by discovery (symlink outside the seeds, FIFO, non-UTF-8 name) makes "
-    "`pipeline run` fail: 'ValueError: Casting field 'size' with null values to non-nullable' "
-    "(engine.plan writes size=None/mtime_ns=None into source_files, whose columns are NOT NULL)",
-)
 @pytest.mark.parametrize("kind", REFUSED_KINDS)
 def test_refused_entries_are_quarantined_by_the_run(kind: str, seeds: Path, warehouse: Path, tmp_path: Path) -> None:
     outside = tmp_path / "outside"
@@ -501,12 +493,6 @@ CRASHERS = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an exception escaping extract() in a worker (OverflowError from datetime.astimezone at "
-    "year 1/9999, ValueError from urlsplit/.port on a malformed URL) is not quarantined: it aborts the whole "
-    "`pipeline run` and `pipeline validate` ('unexpected error', exit 1, nothing published)",
-)
 @pytest.mark.parametrize("case", sorted(CRASHERS))
 def test_exception_in_one_file_does_not_stop_the_run(case: str, seeds: Path, warehouse: Path) -> None:
     old, new, reason, field = CRASHERS[case]
@@ -527,11 +513,6 @@ def test_exception_in_one_file_does_not_stop_the_run(case: str, seeds: Path, war
 # --- known bugs in the strict loader (checked on extract() directly: fast and exact) -----------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: aliases are only refused when a node is built twice; an alias used as a mapping key, or an "
-    "alias of an anchored key, is accepted silently (strict_yaml._Builder never visits key nodes)",
-)
 @pytest.mark.parametrize(
     "snippet",
     ["x: &k title2\n*k : hello", "&k zzz: 1\ny: *k"],
@@ -544,20 +525,12 @@ def test_alias_in_key_position_is_refused(snippet: str) -> None:
     assert (result.stage, result.reason, result.line) == ("yaml", "yaml_alias", 4)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: yaml_alias names the line of the anchor (&a), not of the alias (*a) that is refused",
-)
 def test_alias_error_names_the_alias_line() -> None:
     result = extract_text((HOSTILE / "alias_bomb.md").read_bytes())
     assert isinstance(result, Problem) and result.reason == "yaml_alias"
     assert result.line == 4, result.message  # line 3 defines &a, line 4 is the first *a
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: nesting_too_deep found by the event pre-scan (deep block nesting) carries no line/column",
-)
 def test_deep_block_nesting_error_has_a_line() -> None:
     result = extract_text((HOSTILE / "nesting_100_block.md").read_bytes())
     assert isinstance(result, Problem) and result.reason == "nesting_too_deep"
@@ -567,11 +540,6 @@ def test_deep_block_nesting_error_has_a_line() -> None:
 TITLE_LINE = 'title: "Artificial Empathy: A Human Construct Borrowed by AI"'
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: U+0085 (NEL) is a YAML 1.1 line break: inside a quoted title it is silently folded into a "
-    "space ('a\\x85b' loads as 'a b'); decode's control-character screen does not cover C1 controls",
-)
 def test_nel_in_quoted_text_is_not_silently_changed() -> None:
     text = template("https://hostile.example/nel").replace(TITLE_LINE, 'title: "a\x85b"')
     result = extract_text(text)
@@ -581,11 +549,6 @@ def test_nel_in_quoted_text_is_not_silently_changed() -> None:
         assert (result.reason, result.line) == ("control_character", 3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a raw C1 control character (e.g. U+0080) is rejected by libyaml's reader as yaml_syntax "
-    "without line or column (the message gives a character offset inside the frontmatter instead)",
-)
 def test_c1_control_character_reject_names_the_line() -> None:
     text = template("https://hostile.example/c1").replace(TITLE_LINE, 'title: "a\x80b"')
     result = extract_text(text)
@@ -593,11 +556,6 @@ def test_c1_control_character_reject_names_the_line() -> None:
     assert result.line == 3, result.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a lower-case 'z' zone is allowed by the contract's timestamp pattern but refused by "
-    "datetime.fromisoformat on Python 3.11, so a valid RFC 3339 time is rejected as 'not a real date/time'",
-)
 def test_lowercase_z_timestamp_loads() -> None:
     text = template("https://hostile.example/z").replace(
         "publishedDateTime: 2023-10-08T16:23:00Z", "publishedDateTime: 2023-10-08T16:23:00z"
@@ -607,11 +565,6 @@ def test_lowercase_z_timestamp_loads() -> None:
     assert article_value(result, "published_at") == datetime(2023, 10, 8, 16, 23, tzinfo=UTC)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the body is str.strip()ped, not only trimmed of blank lines as documented: the first line "
-    "of an indented code block loses its indentation (Markdown meaning changes)",
-)
 def test_body_keeps_first_line_indentation() -> None:
     body = "    indented code\n    second line"
     result = extract_text(template("https://hostile.example/body") + body + "\n")
