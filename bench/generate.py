@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 PROVIDERS = [
     ("Reuters", "reuters.com"),
@@ -29,9 +29,26 @@ PROVIDERS = [
     ("Bloomberg", "bloomberg.com"),
 ]
 TOPICS = [
-    "AI", "AI in Healthcare", "Economy", "Inflation", "Climate", "Energy", "Elections", "Football",
-    "Cricket", "Semiconductors", "Space", "Health", "Privacy", "Startups", "Markets", "Écologie",
-    "Künstliche Intelligenz", "人工知能", "Política", "Transport",
+    "AI",
+    "AI in Healthcare",
+    "Economy",
+    "Inflation",
+    "Climate",
+    "Energy",
+    "Elections",
+    "Football",
+    "Cricket",
+    "Semiconductors",
+    "Space",
+    "Health",
+    "Privacy",
+    "Startups",
+    "Markets",
+    "Écologie",
+    "Künstliche Intelligenz",
+    "人工知能",
+    "Política",
+    "Transport",
 ]
 WORDS = (
     "the market rates policy growth data model research energy climate vote team season chip "
@@ -39,7 +56,7 @@ WORDS = (
     "économie société énergie Wirtschaft Forschung política mercado 経済 市場 研究"
 ).split()
 OFFSETS = ["Z", "+02:00", "-05:00", "+05:30", "+09:00", "+01:00", "-04:00"]
-START = datetime(2021, 1, 1, tzinfo=timezone.utc)
+START = datetime(2021, 1, 1, tzinfo=UTC)
 SPAN_SECONDS = 4 * 365 * 86400
 
 
