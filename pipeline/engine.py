@@ -83,7 +83,10 @@ class Run:
         self.build_dir = os.path.join(self.staging, "snapshot")
         os.makedirs(os.path.join(self.staging, "parse"))
         if self.previous is not None:
-            if catalog_snapshot_id(s.warehouse) != self.previous.id:
+            shown = catalog_snapshot_id(s.warehouse)
+            if shown != self.previous.id:  # a run died between commit and catalog rebuild
+                if shown:
+                    store.retire(s.warehouse, {shown})
                 build_catalog(s.warehouse, self.previous, self.staging)
             manifest = pq.read_table(self.previous.table_files("source_files"))
             self.prev_manifest = {r["source_path"]: r for r in manifest.to_pylist()}
@@ -94,11 +97,16 @@ class Run:
         found, refused = discover(self.settings.seeds, self.settings.patterns)
         prev = self.prev_manifest
         for item in refused:
+            old = prev.get(item.rel)
+            if old and old["status"] == "rejected" and old["reason"] == item.problem.reason:
+                self.manifest[item.rel] = old  # refused again for the same reason: unchanged
+                continue
             self.manifest[item.rel] = _row(item.rel, None, None, None, "rejected", self.run_id, problem=item.problem)
             self.parsed.add(item.rel)
         for f in found:
             old = prev.get(f.rel)
-            if old and old["size"] == f.size and old["mtime_ns"] == f.mtime_ns and old["source_sha256"]:
+            if old and old["size"] == f.size and old["mtime_ns"] == f.mtime_ns and not self._retry(old):
+                # Same size and mtime: not even opened (also files refused unread, e.g. over the size cap).
                 self.manifest[f.rel] = old
             else:
                 old_sha = old["source_sha256"] if old else None
@@ -106,6 +114,14 @@ class Run:
         self.counts["files_seen"] = len(found) + len(refused)
         self.counts["files_deleted"] = len(set(prev) - {f.rel for f in found} - {r.rel for r in refused})
         self.timings["plan"] = time.perf_counter() - t0
+
+    def _retry(self, old: dict[str, Any]) -> bool:
+        """Rejects that a changed setting or permission may fix although the file did not change."""
+        if old["status"] != "rejected":
+            return False
+        if old["reason"] == "unreadable":
+            return True
+        return old["reason"] == "too_large" and old["size"] <= self.settings.max_file_bytes
 
     def parse(self, jobs: list[Job] | None = None, progress: Progress | None = None) -> None:
         """Read, hash and parse the planned files on worker processes."""
@@ -262,6 +278,8 @@ class Run:
             "rows": self.rows,
         }
         snap = store.seal_snapshot(self.build_dir, s.warehouse, meta)
+        visible = {x for x in (self.previous.id if self.previous else None, catalog_snapshot_id(s.warehouse)) if x}
+        store.retire(s.warehouse, visible)
         fault_point("before_commit")
         store.commit(s.warehouse, snap)
         fault_point("after_commit")

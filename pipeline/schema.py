@@ -288,7 +288,7 @@ SOURCE_FILES = Table(
         _c("line", "int64", "for rejected files: 1-based line, when known"),
         _c("column", "int64", "for rejected files: 1-based column, when known"),
         _c("field", "string", "for rejected files: field path, when known"),
-        _c("run_id", "string", "run that last read this file", False),
+        _c("run_id", "string", "run that loaded or rejected this version of the file (a touch keeps it)", False),
     ),
 )
 

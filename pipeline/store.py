@@ -33,6 +33,7 @@ CATALOG = "catalog.duckdb"
 LOCK = ".lock"
 SNAPSHOT_FILE = "snapshot.json"
 LAST_FAILURE = "last_failure.json"
+RETIRED = "RETIRED_AT"
 
 
 @dataclass(frozen=True)
@@ -155,21 +156,40 @@ def commit(warehouse: str, snap: Snapshot) -> None:
     _fsync_dir(warehouse)
 
 
+def retire(warehouse: str, snapshot_ids: set[str], now: float | None = None) -> None:
+    """Stamp snapshots that are about to stop being visible (written just before the commit).
+
+    The grace period counts from this stamp. A snapshot that never got one was never
+    published (a run killed between seal and commit) and nobody can be reading it.
+    """
+    stamp = str(time.time() if now is None else now)
+    for sid in snapshot_ids:
+        folder = os.path.join(warehouse, SNAPSHOTS, sid)
+        if os.path.isdir(folder):
+            tmp = os.path.join(folder, f"{RETIRED}.tmp")
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(stamp)
+            os.replace(tmp, os.path.join(folder, RETIRED))
+
+
 def collect_garbage(warehouse: str, keep: set[str], grace_seconds: float, now: float | None = None) -> list[str]:
-    """Delete snapshots superseded more than ``grace_seconds`` ago (never ``keep``)."""
+    """Delete snapshots retired more than ``grace_seconds`` ago, and never-published ones; never ``keep``."""
     root = os.path.join(warehouse, SNAPSHOTS)
     if not os.path.isdir(root):
         return []
     now = time.time() if now is None else now
-    ids = sorted(os.listdir(root))
     removed = []
-    for older, newer in zip(ids, ids[1:], strict=False):
-        if older in keep:
+    for sid in sorted(os.listdir(root)):
+        if sid in keep:
             continue
-        superseded_at = os.stat(os.path.join(root, newer)).st_mtime
-        if now - superseded_at >= grace_seconds:
-            shutil.rmtree(os.path.join(root, older), ignore_errors=True)
-            removed.append(older)
+        try:
+            with open(os.path.join(root, sid, RETIRED), encoding="utf-8") as fh:
+                retired_at = float(fh.read().strip())
+        except (OSError, ValueError):
+            retired_at = None  # never published
+        if retired_at is None or now - retired_at >= grace_seconds:
+            shutil.rmtree(os.path.join(root, sid), ignore_errors=True)
+            removed.append(sid)
     return removed
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import secrets
 import signal
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -114,6 +115,7 @@ def process_file(job: Job, run_id: str, max_bytes: int) -> tuple[Outcome, Loaded
 
 def _write_staging(loaded: list[tuple[Outcome, Loaded]], folder: str, batch_no: int) -> dict[str, str]:
     files: dict[str, str] = {}
+    token = secrets.token_hex(6)
     for table in schema.DOCUMENT_TABLES:
         rows: list[tuple[object, ...]] = []
         for outcome, item in loaded:
@@ -122,7 +124,8 @@ def _write_staging(loaded: list[tuple[Outcome, Loaded]], folder: str, batch_no: 
         target = staging_schema(table)
         columns: list[Any] = list(zip(*rows, strict=True)) if rows else [[] for _ in target]
         arrays = [pa.array(col, type=f.type) for col, f in zip(columns, target, strict=True)]
-        path = os.path.join(folder, f"{table.name}-{batch_no:06d}.parquet")
+        # Unique per call: a run may parse in several rounds (promoted duplicates), each restarting batch numbers.
+        path = os.path.join(folder, f"{table.name}-{batch_no:06d}-{token}.parquet")
         pq.write_table(pa.Table.from_arrays(arrays, schema=target), path, compression="lz4")
         files[table.name] = path
     return files

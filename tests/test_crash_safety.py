@@ -334,15 +334,6 @@ def test_reader_keeps_its_snapshot_during_a_run(load, seeds: Path, warehouse: Pa
         con.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: store.collect_garbage dates a snapshot's supersession by the mtime of the next snapshot folder "
-        "in id order; a sealed-but-never-committed snapshot left by a run killed before_commit therefore makes "
-        "the snapshot that stayed current until the next successful run look superseded long ago, and it is "
-        "deleted at once, under readers still using it, without any grace period"
-    ),
-)
 def test_orphan_snapshot_does_not_cut_the_grace_period(load, seeds: Path, warehouse: Path) -> None:
     grace = 2.0
     load()

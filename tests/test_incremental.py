@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-import pytest
 
 from pipeline import schema
 from pipeline.normalize import article_id
@@ -440,14 +439,6 @@ def test_breaking_a_loaded_file_removes_its_rows_until_fixed(
     assert last_counters(warehouse) == counts(N_SEEDS, changed=1, parsed=1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: a file rejected as too_large (never read: refused on its stat size) is re-planned, counted in "
-        "files_parsed and re-stamped with the new run_id in rejects/source_files on every run, so a rerun of an "
-        "unchanged folder is not a no-op (Run.plan re-plans every manifest row whose source_sha256 is NULL)"
-    ),
-)
 def test_rerun_with_an_oversized_file_is_a_noop(load, seeds: Path, warehouse: Path) -> None:
     cap = "3000"  # 010_ac809167730650d9.txt is 3029 bytes; every other seed is smaller
     load("--max-file-bytes", cap)
@@ -534,15 +525,6 @@ def test_deleting_the_winner_promotes_the_duplicate(load, seeds: Path, warehouse
     assert without_run_columns(after) == fresh_export(seeds, tmp_path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: a run that promotes a duplicate (Run.resolve -> second Run.parse) creates a new Parser whose batch "
-        "numbers restart at 1, so its staging files overwrite the first parse round's "
-        "(parse/<table>-000001.parquet) and are listed twice: the round-1 file's rows vanish, the promoted rows "
-        "are doubled, checks fail with duplicate keys and the run exits 3 on every retry"
-    ),
-)
 def test_undoing_a_winning_collision_restores_both(load, seeds: Path, warehouse: Path, tmp_path: Path) -> None:
     load()
     before = without_run_columns(export_tables(warehouse))
@@ -555,13 +537,6 @@ def test_undoing_a_winning_collision_restores_both(load, seeds: Path, warehouse:
     assert without_run_columns(export_tables(warehouse)) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: promoting a duplicate in a run that also parses another file overwrites that file's staging rows "
-        "(Parser batch numbers restart at 1 in the second parse round): exit 3, 'duplicate keys'"
-    ),
-)
 def test_promotion_and_another_edit_in_one_run(load, seeds: Path, warehouse: Path, tmp_path: Path) -> None:
     (seeds / "zz_copy_of_empathy.txt").write_bytes((seeds / EMPATHY).read_bytes())
     load()
