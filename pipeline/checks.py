@@ -26,7 +26,9 @@ def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
     return int(row[0]) if row and row[0] is not None else 0
 
 
-def run_checks(build_dir: str, files: dict[str, list[str]], counts: dict[str, int]) -> list[str]:
+def run_checks(
+    build_dir: str, files: dict[str, list[str]], counts: dict[str, int], manifest_shape: tuple[int, int]
+) -> list[str]:
     """Every failed check as one line; empty when the snapshot may be published."""
     con = duckdb.connect(":memory:")
     failures: list[str] = []
@@ -82,6 +84,10 @@ def run_checks(build_dir: str, files: dict[str, list[str]], counts: dict[str, in
         failures.append(
             f"accounting: {seen} files seen != {n['files_loaded']} loaded + {n['files_rejected']} rejected"
             f" + {n['files_duplicate']} duplicates"
+        )
+    if manifest_shape != (seen, seen):
+        failures.append(
+            f"accounting: {seen} files seen but the manifest has {manifest_shape[0]} rows for {manifest_shape[1]} paths"
         )
     if seen != n["files_new"] + n["files_changed"] + n["files_unchanged"]:
         failures.append(

@@ -20,11 +20,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import assemble, checks, schema, store
+from . import assemble, checks, manifest, schema, store
 from .catalog import build_catalog, catalog_snapshot_id
 from .config import Settings
 from .discover import discover
 from .errors import ChecksFailed
+from .manifest import Ledger
 from .problems import Problem
 from .work import Job, Outcome, Parser
 
@@ -57,8 +58,8 @@ class Run:
     lock: Any = None
     build_dir: str = ""
     staging: str = ""
-    prev_manifest: dict[str, dict[str, Any]] = field(default_factory=dict)
-    manifest: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ledger: Ledger | None = None
+    prior: dict[str, dict[str, Any]] = field(default_factory=dict)  # previous rows of files read this run
     jobs: list[Job] = field(default_factory=list)
     parsed: set[str] = field(default_factory=set)
     staging_files: dict[str, list[str]] = field(default_factory=dict)
@@ -70,6 +71,11 @@ class Run:
     dead: set[str] = field(default_factory=set)
     losers: set[str] = field(default_factory=set)
     touched: set[str] = field(default_factory=set)
+    files: dict[str, list[str]] = field(default_factory=dict)
+    source_files: pa.Table | None = None
+    rejects: pa.Table | None = None
+    load_run: dict[str, Any] = field(default_factory=dict)
+    manifest_shape: tuple[int, int] = (0, 0)  # (rows, distinct paths) of the new manifest
 
     # --- stages ------------------------------------------------------------
     def prepare(self) -> None:
@@ -82,46 +88,53 @@ class Run:
         self.staging = store.staging_dir(s.warehouse, self.run_id)
         self.build_dir = os.path.join(self.staging, "snapshot")
         os.makedirs(os.path.join(self.staging, "parse"))
+        previous_manifest = None
         if self.previous is not None:
             shown = catalog_snapshot_id(s.warehouse)
             if shown != self.previous.id:  # a run died between commit and catalog rebuild
                 if shown:
                     store.retire(s.warehouse, {shown})
                 build_catalog(s.warehouse, self.previous, self.staging)
-            manifest = pq.read_table(self.previous.table_files("source_files"))
-            self.prev_manifest = {r["source_path"]: r for r in manifest.to_pylist()}
+            previous_manifest = pq.read_table(self.previous.table_files("source_files"))
+        self.ledger = Ledger(previous_manifest)
 
     def plan(self) -> None:
         """Discover files and decide which must be read: new, or size/mtime changed."""
         t0 = time.perf_counter()
-        found, refused = discover(self.settings.seeds, self.settings.patterns)
-        prev = self.prev_manifest
+        s, ledger = self.settings, self._ledger()
+        found, refused = discover(s.seeds, s.patterns)
+        discovered = pa.Table.from_pydict(
+            {
+                "source_path": [f.rel for f in found],
+                "size": [f.size for f in found],
+                "mtime_ns": [f.mtime_ns for f in found],
+            },
+            schema=manifest.DISCOVERED,
+        )
+        del found
+        to_read, deleted = ledger.plan(discovered, [r.rel for r in refused], s.max_file_bytes)
         for item in refused:
-            old = prev.get(item.rel)
+            old = ledger.previous_row(item.rel)
             if old and old["status"] == "rejected" and old["reason"] == item.problem.reason:
-                self.manifest[item.rel] = old  # refused again for the same reason: unchanged
+                ledger.changes[item.rel] = old  # refused again for the same reason: unchanged
                 continue
-            self.manifest[item.rel] = _row(item.rel, None, None, None, "rejected", self.run_id, problem=item.problem)
+            ledger.changes[item.rel] = manifest.row(
+                item.rel, None, None, None, "rejected", self.run_id, problem=item.problem
+            )
             self.parsed.add(item.rel)
-        for f in found:
-            old = prev.get(f.rel)
-            if old and old["size"] == f.size and old["mtime_ns"] == f.mtime_ns and not self._retry(old):
-                # Same size and mtime: not even opened (also files refused unread, e.g. over the size cap).
-                self.manifest[f.rel] = old
-            else:
-                old_sha = old["source_sha256"] if old else None
-                self.jobs.append(Job(f.rel, f.path, f.size, f.mtime_ns, old_sha))
-        self.counts["files_seen"] = len(found) + len(refused)
-        self.counts["files_deleted"] = len(set(prev) - {f.rel for f in found} - {r.rel for r in refused})
+        for old in to_read:
+            rel = old.pop("_path")
+            size, mtime = old.pop("_size"), old.pop("_mtime_ns")
+            if old["source_path"] is not None:
+                self.prior[rel] = old
+            self.jobs.append(Job(rel, os.path.join(s.seeds, rel), size, mtime, old["source_sha256"]))
+        self.counts["files_seen"] = discovered.num_rows + len(refused)
+        self.counts["files_deleted"] = deleted
         self.timings["plan"] = time.perf_counter() - t0
 
-    def _retry(self, old: dict[str, Any]) -> bool:
-        """Rejects that a changed setting or permission may fix although the file did not change."""
-        if old["status"] != "rejected":
-            return False
-        if old["reason"] == "unreadable":
-            return True
-        return old["reason"] == "too_large" and old["size"] <= self.settings.max_file_bytes
+    def _ledger(self) -> Ledger:
+        assert self.ledger is not None, "prepare() first"
+        return self.ledger
 
     def parse(self, jobs: list[Job] | None = None, progress: Progress | None = None) -> None:
         """Read, hash and parse the planned files on worker processes."""
@@ -149,12 +162,13 @@ class Run:
         self.timings["parse"] = self.timings.get("parse", 0.0) + time.perf_counter() - t0
 
     def _record(self, o: Outcome) -> None:
-        old = self.prev_manifest.get(o.rel)
+        changes = self._ledger().changes
+        old = self.prior.get(o.rel)
         if o.status == "unchanged" and old is not None:
-            self.manifest[o.rel] = {**old, "mtime_ns": o.mtime_ns, "size": o.size}
+            changes[o.rel] = {**old, "mtime_ns": o.mtime_ns, "size": o.size}  # touched, same bytes
             return
         self.parsed.add(o.rel)
-        self.manifest[o.rel] = _row(
+        changes[o.rel] = manifest.row(
             o.rel,
             o.size,
             o.mtime_ns,
@@ -169,61 +183,61 @@ class Run:
 
     def resolve(self, progress: Progress | None = None) -> None:
         """One article per identity URL; work out which old rows die and which months change."""
+        ledger = self._ledger()
         for _ in range(5):
             promoted = self._dedupe()
             if not promoted:
                 break
             jobs = [
-                Job(r, os.path.join(self.settings.seeds, r), -1, self.manifest[r]["mtime_ns"], None) for r in promoted
+                Job(r["source_path"], os.path.join(self.settings.seeds, r["source_path"]), -1, r["mtime_ns"], None)
+                for r in promoted
             ]
-            for job in jobs:
-                self.manifest.pop(job.rel)
+            for r in promoted:
+                self.prior[r["source_path"]] = r
             self.parse(jobs, progress)
-        prev, now = self.prev_manifest, self.manifest
-        for rel, old in prev.items():
-            if old["status"] != "loaded":
-                continue
-            new = now.get(rel)
-            if new is None or rel in self.parsed or new["status"] != "loaded":
-                self.dead.add(old["article_id"])
-                self.touched.add(old["partition"])
+        m = ledger.table()
+        for article, partition in ledger.dead(m, sorted(self.parsed)):
+            self.dead.add(article)
+            self.touched.add(partition)
         for rel in self.parsed:
-            row = now[rel]
-            if row["status"] == "loaded":
-                self.touched.add(row["partition"])
+            r = ledger.changes[rel]
+            if r["status"] == "loaded":
+                self.touched.add(r["partition"])
             else:
                 self.losers.add(rel)
+        self.source_files = m
 
-    def _dedupe(self) -> list[str]:
+    def _dedupe(self) -> list[dict[str, Any]]:
         """Smallest path wins an identity URL; returns winners that need parsing."""
-        claims: dict[str, list[str]] = {}
-        for rel, row in self.manifest.items():
-            if row["status"] in ("loaded", "duplicate"):
-                claims.setdefault(row["article_id"], []).append(rel)
+        ledger = self._ledger()
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for r in ledger.claims():
+            groups.setdefault(r["article_id"], []).append(r)
         promoted = []
-        for rels in claims.values():
-            rels.sort(key=lambda r: r.encode("utf-8", "surrogateescape"))
-            winner = rels[0]
-            if self.manifest[winner]["status"] == "duplicate":
-                if winner not in self.parsed:
+        for rows in groups.values():
+            rows.sort(key=lambda r: r["source_path"].encode("utf-8", "surrogateescape"))
+            winner = rows[0]
+            if winner["status"] == "duplicate":
+                if winner["source_path"] not in self.parsed:
                     promoted.append(winner)  # its rows exist nowhere yet: parse it
                     continue
-                self.manifest[winner] = {**_strip_problem(self.manifest[winner]), "status": "loaded"}
-            for rel in rels[1:]:
+                ledger.changes[winner["source_path"]] = {**winner, **manifest.problem_columns(None), "status": "loaded"}
+            for r in rows[1:]:
                 problem = Problem(
                     "duplicate",
                     "duplicate_identity",
-                    f"same identity URL as {winner!r}, which is loaded (the smallest path wins); "
+                    f"same identity URL as {winner['source_path']!r}, which is loaded (the smallest path wins); "
                     "give this article its own webUrl or delete one of the files",
                     field="webUrl",
                 )
-                self.manifest[rel] = {**self.manifest[rel], "status": "duplicate", **_problem_cols(problem)}
+                ledger.changes[r["source_path"]] = {**r, "status": "duplicate", **manifest.problem_columns(problem)}
         return promoted
 
     def build(self) -> None:
         """Write every table of the next snapshot into the build folder."""
         t0 = time.perf_counter()
-        s = self.settings
+        s, ledger = self.settings, self._ledger()
+        assert self.source_files is not None, "resolve() first"
         os.makedirs(self.build_dir)
         con = assemble.connect(os.path.join(self.staging, "duckdb_tmp"), s.memory_limit)
         con.execute("CREATE TEMP TABLE dead AS SELECT unnest(?::VARCHAR[]) AS article_id", [sorted(self.dead)])
@@ -236,20 +250,30 @@ class Run:
             )
             fault_point(f"after_{table.name}")
         path = lambda t: [os.path.join(self.build_dir, t, f) for f in files[t]]  # noqa: E731
-        changed = bool(self.dead or self.parsed)
-        if changed or self.previous is None:
+        if self.dead or self.parsed or self.previous is None:
             providers = assemble.derive_providers(con, path("articles"), path("related_articles"))
         else:
             providers = pq.read_table(self.previous.table_files("providers"))
         con.close()
-        self._count(files, providers)
+        for table in schema.DOCUMENT_TABLES:
+            self.rows[table.name] = assemble.count_rows(path(table.name))
+        self.rows["providers"] = providers.num_rows
+        counted = ledger.counts(self.source_files, sorted(self.parsed))
+        self.manifest_shape = (counted.pop("manifest_rows"), counted.pop("manifest_paths"))
+        self.counts.update(counted)
+        self.counts["files_parsed"] = len(self.parsed)
+        previous_keys = pq.read_table(self.previous.table_files("unknown_keys")) if self.previous else None
+        unknown = ledger.unknown_keys(self.source_files, previous_keys, self.run_id)
+        known = set(previous_keys.column("key_path").to_pylist()) if previous_keys is not None else set()
+        self.new_unknown_keys = sorted(set(unknown.column("key_path").to_pylist()) - known)
+        self.rejects = manifest.rejects(self.source_files)
         small = {
             "providers": providers,
-            "source_files": self._manifest_table(),
-            "rejects": self._rejects_table(),
-            "unknown_keys": self._unknown_keys_table(),
+            "source_files": self.source_files,
+            "rejects": self.rejects,
+            "unknown_keys": unknown,
+            "load_runs": self._load_runs_table(),
         }
-        small["load_runs"] = self._load_runs_table()
         for name, data in small.items():
             table = schema.table(name)
             os.makedirs(os.path.join(self.build_dir, name))
@@ -261,7 +285,7 @@ class Run:
     def check(self) -> None:
         """Post-load checks on the built snapshot; any failure keeps the old snapshot."""
         t0 = time.perf_counter()
-        failures = checks.run_checks(self.build_dir, self.files, self.counts)
+        failures = checks.run_checks(self.build_dir, self.files, self.counts, self.manifest_shape)
         self.timings["check"] = time.perf_counter() - t0
         if failures:
             raise ChecksFailed("post-load checks failed, previous snapshot kept: " + "; ".join(failures))
@@ -297,68 +321,17 @@ class Run:
 
     def close(self) -> None:
         """Remove this run's staging folder and release the lock (also after failures)."""
+        if self.ledger is not None:
+            self.ledger.close()
+            self.ledger = None
         if self.staging:
             shutil.rmtree(self.staging, ignore_errors=True)
         if self.lock is not None:
             self.lock.release()
             self.lock = None
 
-    # --- derived tables ----------------------------------------------------
-    def _count(self, files: dict[str, list[str]], providers: pa.Table) -> None:
-        for table in schema.DOCUMENT_TABLES:
-            self.rows[table.name] = assemble.count_rows(
-                [os.path.join(self.build_dir, table.name, f) for f in files[table.name]]
-            )
-        self.rows["providers"] = providers.num_rows
-        statuses = [r["status"] for r in self.manifest.values()]
-        prev = self.prev_manifest
-        new = sum(1 for r in self.parsed if r not in prev)
-        changed = sum(
-            1 for r in self.parsed if r in prev and prev[r]["source_sha256"] != self.manifest[r]["source_sha256"]
-        )
-        self.counts.update(
-            files_loaded=statuses.count("loaded"),
-            files_rejected=statuses.count("rejected"),
-            files_duplicate=statuses.count("duplicate"),
-            files_parsed=len(self.parsed),
-            files_new=new,
-            files_changed=changed,
-            files_unchanged=sum(
-                1
-                for r, row in self.manifest.items()
-                if r not in self.parsed or (r in prev and prev[r]["source_sha256"] == row["source_sha256"])
-            ),
-        )
-
-    def _manifest_table(self) -> pa.Table:
-        rows = [self.manifest[k] for k in sorted(self.manifest, key=lambda r: r.encode("utf-8", "surrogateescape"))]
-        return pa.Table.from_pylist(rows, schema=schema.table("source_files").arrow_schema())
-
-    def _rejects_table(self) -> pa.Table:
-        cols = schema.table("rejects").column_names
-        rows = [
-            {c: r[c] for c in cols}
-            for r in self._manifest_table().to_pylist()
-            if r["status"] in ("rejected", "duplicate")
-        ]
-        return pa.Table.from_pylist(rows, schema=schema.table("rejects").arrow_schema())
-
-    def _unknown_keys_table(self) -> pa.Table:
-        first_seen: dict[str, str] = {}
-        if self.previous is not None:
-            for r in pq.read_table(self.previous.table_files("unknown_keys")).to_pylist():
-                first_seen[r["key_path"]] = r["first_seen_run_id"]
-        counts: dict[str, int] = {}
-        for r in self.manifest.values():
-            if r["status"] == "loaded":
-                for k in r.get("unknown_keys") or []:
-                    counts[k] = counts.get(k, 0) + 1
-        self.new_unknown_keys = sorted(k for k in counts if k not in first_seen)
-        rows = [
-            {"key_path": k, "file_count": counts[k], "first_seen_run_id": first_seen.get(k, self.run_id)}
-            for k in sorted(counts)
-        ]
-        return pa.Table.from_pylist(rows, schema=schema.table("unknown_keys").arrow_schema())
+    def rejected_rows(self) -> list[dict[str, Any]]:
+        return self.rejects.to_pylist() if self.rejects is not None else []
 
     def _load_runs_table(self) -> pa.Table:
         previous = pq.read_table(self.previous.table_files("load_runs")).to_pylist() if self.previous else []
@@ -376,49 +349,6 @@ class Run:
         }
         self.load_run = row
         return pa.Table.from_pylist(previous + [row], schema=schema.table("load_runs").arrow_schema())
-
-
-def _problem_cols(problem: Problem | None) -> dict[str, Any]:
-    if problem is None:
-        return {k: None for k in ("stage", "reason", "message", "line", "column", "field")}
-    return {
-        "stage": problem.stage,
-        "reason": problem.reason,
-        "message": problem.message,
-        "line": problem.line,
-        "column": problem.column,
-        "field": problem.field,
-    }
-
-
-def _strip_problem(row: dict[str, Any]) -> dict[str, Any]:
-    return {**row, **_problem_cols(None)}
-
-
-def _row(
-    rel: str,
-    size: int | None,
-    mtime_ns: int | None,
-    sha: str | None,
-    status: str,
-    run_id: str,
-    article_id: str | None = None,
-    partition: str | None = None,
-    unknown_keys: list[str] | None = None,
-    problem: Problem | None = None,
-) -> dict[str, Any]:
-    return {
-        "source_path": rel,
-        "size": size,
-        "mtime_ns": mtime_ns,
-        "source_sha256": sha,
-        "status": status,
-        "article_id": article_id,
-        "partition": partition,
-        "unknown_keys": unknown_keys or [],
-        **_problem_cols(problem),
-        "run_id": run_id,
-    }
 
 
 def run_all(settings: Settings, run_id: str, clock: Clock = utc_now, progress: Progress | None = None) -> Run:

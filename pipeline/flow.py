@@ -90,8 +90,7 @@ def publish(run: Run) -> str:
 def _artifacts(run: Run, summary: dict[str, Any]) -> None:
     key = "ingest"
     create_markdown_artifact(markdown=summary_markdown(summary), key=f"{key}-summary", description="Run summary")
-    rejects = [r for r in run.manifest.values() if r["status"] in ("rejected", "duplicate")]
-    rejects.sort(key=lambda r: r["source_path"])
+    rejects = run.rejected_rows()
     if rejects:
         create_table_artifact(
             table=[{k: r[k] for k in ("source_path", "stage", "reason", "message")} for r in rejects[:1000]],
