@@ -127,9 +127,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         prefect_env.apply_defaults(debug=args.debug)
         from .flow import ingest
+        from .prefect_support import call_flow, wait_for_task_run_records
 
         os.environ["PIPELINE_PROGRESS"] = "0" if args.quiet else "1"
-        summary = ingest(**{k: v for k, v in vars(settings).items() if k in _FLOW_PARAMS})
+        summary = call_flow(ingest, **{k: v for k, v in vars(settings).items() if k in _FLOW_PARAMS})
+        wait_for_task_run_records(summary["flow_run_id"])
         total = time.perf_counter() - t0
         summary["prefect_seconds"] = round(total - (summary["pipeline_seconds"] or 0.0), 3)
     if args.format == "json":

@@ -20,6 +20,7 @@ from typing import Any  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
+from prefect.runtime import flow_run  # noqa: E402
 
 from .config import load_settings  # noqa: E402
 from .engine import Run, make_run_id, utc_now  # noqa: E402
@@ -137,6 +138,7 @@ def ingest(
     finally:
         run.close()
     summary = run_summary(run)
+    summary["flow_run_id"] = str(flow_run.get_id())
     _artifacts(run, summary)
     logger.info(
         "published %s: %d loaded, %d rejected, %d duplicates",

@@ -11,11 +11,20 @@ from __future__ import annotations
 import os
 
 DEFAULTS = {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # the telemetry heartbeat logs an ERROR without network
+    "DO_NOT_TRACK": "1",  # client-side analytics
+    "PREFECT_SERVER_EPHEMERAL_ENABLED": "true",  # a user profile without an API URL must not break `run`
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "60",  # a fresh database under load needs ~10 s
+    # Persist task-run states promptly (the temporary server records them from events).
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE": "100",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "0.5",
 }
 QUIET = {
-    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
+    # Mutes Prefect's terminal handler only (also in the temporary server's process): run logs
+    # still reach the API and the UI, and the CLI reports failures itself in one line.
+    # PREFECT_LOGGING_LEVEL would instead drop INFO logs before they reach the API.
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL",
 }
 
 

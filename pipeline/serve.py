@@ -14,18 +14,16 @@ from typing import Any
 DEFAULT_CRON = "0 * * * *"  # hourly
 
 
-def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+def _sigint_as_sigterm(signum: int, frame: FrameType | None) -> None:
+    """Ctrl-C takes Prefect's SIGTERM path, which cancels the in-flight run instead of leaving it Running."""
+    signal.raise_signal(signal.SIGTERM)
 
 
 def deployment_options(cron: str | None, interval: float | None, collision: str) -> dict[str, Any]:
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 
     strategy = ConcurrencyLimitStrategy.CANCEL_NEW if collision == "cancel" else ConcurrencyLimitStrategy.ENQUEUE
-    options: dict[str, Any] = {
-        "global_limit": ConcurrencyLimitConfig(limit=1, collision_strategy=strategy),
-        "limit": 1,  # this process never runs two flow runs at once either
-    }
+    options: dict[str, Any] = {"concurrency_limit": ConcurrencyLimitConfig(limit=1, collision_strategy=strategy)}
     if interval is not None:
         options["interval"] = interval
     else:
@@ -34,16 +32,14 @@ def deployment_options(cron: str | None, interval: float | None, collision: str)
 
 
 def serve(parameters: dict[str, Any], cron: str | None, interval: float | None, name: str, collision: str) -> None:
+    from prefect import serve as prefect_serve
+    from prefect.deployments.runner import RunnerDeployment
+
     from .flow import ingest
 
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-    try:
-        ingest.serve(
-            name=name,
-            parameters=parameters,
-            pause_on_shutdown=False,
-            print_starting_message=True,
-            **deployment_options(cron, interval, collision),
-        )
-    except KeyboardInterrupt:
-        pass
+    deployment = ingest.to_deployment(name=name, parameters=parameters, **deployment_options(cron, interval, collision))
+    assert isinstance(deployment, RunnerDeployment)  # sync context: not a coroutine
+    signal.signal(signal.SIGINT, _sigint_as_sigterm)
+    # The runner normally claims runs 10 s ahead; with short intervals that collides with the
+    # run still holding the concurrency slot. Claim them just before they are due instead.
+    prefect_serve(deployment, pause_on_shutdown=False, print_starting_message=True, limit=1, prefetch_seconds=1)
