@@ -30,6 +30,7 @@ from .problems import Problem
 from .work import Job, Outcome, Parser
 
 FAULT_KILL_ENV = "PIPELINE_FAULT_KILL_AT"  # test hook: SIGKILL this process at a named point
+FAULT_SLEEP_ENV = "PIPELINE_FAULT_SLEEP_SECONDS"  # test hook: hold the lock this long (overlap tests)
 Clock = Callable[[], datetime]
 Progress = Callable[[int, int], None]
 
@@ -82,6 +83,8 @@ class Run:
         """Take the lock, clear debris of killed runs, repair a stale catalog."""
         s = self.settings
         self.lock = store.acquire_lock(s.warehouse, s.wait_seconds)
+        if os.environ.get(FAULT_SLEEP_ENV):
+            time.sleep(float(os.environ[FAULT_SLEEP_ENV]))
         self.started_at = self.clock()
         store.clean_staging(s.warehouse)
         self.previous = store.read_current(s.warehouse)
