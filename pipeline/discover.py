@@ -12,16 +12,21 @@ import os
 import stat
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from typing import NamedTuple
 
 from .problems import Problem
 
 
-@dataclass(frozen=True)
-class Found:
+class Found(NamedTuple):
+    """A file to consider; a tuple because a folder may hold millions of them."""
+
     rel: str  # '/'-separated path relative to the seeds folder
-    path: str  # absolute path to open
     size: int
     mtime_ns: int
+    target: str | None = None  # resolved path when the entry is a symlink (inside the seeds folder)
+
+    def path(self, root: str) -> str:
+        return self.target or os.path.join(root, self.rel)
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,7 @@ def _classify(entry: os.DirEntry[str], rel: str, real_root: str) -> Found | Refu
     shown = _display(rel)
     if shown != rel:
         return Refused(shown, Problem("read", "bad_file_name", "file name is not valid UTF-8; rename the file"))
-    path = entry.path
+    path, target = entry.path, None
     if entry.is_symlink():
         target = os.path.realpath(path)
         if os.path.commonpath([target, real_root]) != real_root:
@@ -80,9 +85,9 @@ def _classify(entry: os.DirEntry[str], rel: str, real_root: str) -> Found | Refu
             )
         path = target
     try:
-        st = os.stat(path)
+        st = entry.stat(follow_symlinks=False) if target is None else os.stat(path)
     except OSError as exc:
         return Refused(rel, Problem("read", "unreadable", f"cannot stat file: {exc.strerror}"))
     if not stat.S_ISREG(st.st_mode):
         return Refused(rel, Problem("read", "not_regular_file", "not a regular file (FIFO, device or folder)"))
-    return Found(rel, path, st.st_size, st.st_mtime_ns)
+    return Found(rel, st.st_size, st.st_mtime_ns, target)

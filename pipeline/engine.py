@@ -12,7 +12,7 @@ import secrets
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -60,9 +60,8 @@ class Run:
     build_dir: str = ""
     staging: str = ""
     ledger: Ledger | None = None
-    prior: dict[str, dict[str, Any]] = field(default_factory=dict)  # previous rows of files read this run
-    jobs: list[Job] = field(default_factory=list)
-    parsed: set[str] = field(default_factory=set)
+    to_read: pa.Table | None = None  # planned files: _path, _size, _mtime_ns, _target, _old_sha
+    files_parsed: int = 0
     staging_files: dict[str, list[str]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)
@@ -106,16 +105,10 @@ class Run:
         t0 = time.perf_counter()
         s, ledger = self.settings, self._ledger()
         found, refused = discover(s.seeds, s.patterns)
-        discovered = pa.Table.from_pydict(
-            {
-                "source_path": [f.rel for f in found],
-                "size": [f.size for f in found],
-                "mtime_ns": [f.mtime_ns for f in found],
-            },
-            schema=manifest.DISCOVERED,
-        )
-        del found
-        to_read, deleted = ledger.plan(discovered, [r.rel for r in refused], s.max_file_bytes)
+        columns = list(zip(*found, strict=True)) if found else [(), (), (), ()]
+        discovered = pa.Table.from_arrays([pa.array(c) for c in columns], schema=manifest.DISCOVERED)
+        del found, columns
+        self.to_read, deleted = ledger.plan(discovered, [r.rel for r in refused], s.max_file_bytes)
         for item in refused:
             old = ledger.previous_row(item.rel)
             if old and old["status"] == "rejected" and old["reason"] == item.problem.reason:
@@ -124,13 +117,7 @@ class Run:
             ledger.changes[item.rel] = manifest.row(
                 item.rel, None, None, None, "rejected", self.run_id, problem=item.problem
             )
-            self.parsed.add(item.rel)
-        for old in to_read:
-            rel = old.pop("_path")
-            size, mtime = old.pop("_size"), old.pop("_mtime_ns")
-            if old["source_path"] is not None:
-                self.prior[rel] = old
-            self.jobs.append(Job(rel, os.path.join(s.seeds, rel), size, mtime, old["source_sha256"]))
+            ledger.refused_parsed.append(item.rel)
         self.counts["files_seen"] = discovered.num_rows + len(refused)
         self.counts["files_deleted"] = deleted
         self.timings["plan"] = time.perf_counter() - t0
@@ -139,15 +126,28 @@ class Run:
         assert self.ledger is not None, "prepare() first"
         return self.ledger
 
+    def _batches(self, size: int) -> Iterator[list[Job]]:
+        """Jobs made a batch at a time from the planned table (a million Job objects would not fit)."""
+        assert self.to_read is not None
+        seeds = self.settings.seeds
+        for chunk in self.to_read.to_batches(max_chunksize=size):
+            cols = [c.to_pylist() for c in chunk.columns]
+            yield [
+                Job(rel, target or os.path.join(seeds, rel), fsize, mtime, old)
+                for rel, fsize, mtime, target, old in zip(*cols, strict=True)
+            ]
+
     def parse(self, jobs: list[Job] | None = None, progress: Progress | None = None) -> None:
-        """Read, hash and parse the planned files on worker processes."""
+        """Read, hash and parse the planned files (or ``jobs``) on worker processes."""
         t0 = time.perf_counter()
-        jobs = self.jobs if jobs is None else jobs
-        if not jobs:
-            return
         s = self.settings
-        size = max(1, min(s.batch_size, -(-len(jobs) // (s.workers * 4))))
-        batches = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+        total = len(jobs) if jobs is not None else (self.to_read.num_rows if self.to_read is not None else 0)
+        if not total:
+            return
+        size = max(1, min(s.batch_size, -(-total // (s.workers * 4))))
+        batches: Iterable[list[Job]] = (
+            [jobs[i : i + size] for i in range(0, total, size)] if jobs is not None else self._batches(size)
+        )
         parser = Parser(s.workers, os.path.join(self.staging, "parse"), self.run_id, s.max_file_bytes)
         done = 0
 
@@ -155,7 +155,7 @@ class Run:
             nonlocal done
             done += n
             if progress:
-                progress(done, len(jobs))
+                progress(done, total)
 
         for result in parser.run(batches, tick):
             for o in result.outcomes:
@@ -165,23 +165,19 @@ class Run:
         self.timings["parse"] = self.timings.get("parse", 0.0) + time.perf_counter() - t0
 
     def _record(self, o: Outcome) -> None:
-        changes = self._ledger().changes
-        old = self.prior.get(o.rel)
-        if o.status == "unchanged" and old is not None:
-            changes[o.rel] = {**old, "mtime_ns": o.mtime_ns, "size": o.size}  # touched, same bytes
-            return
-        self.parsed.add(o.rel)
-        changes[o.rel] = manifest.row(
-            o.rel,
-            o.size,
-            o.mtime_ns,
-            o.sha,
-            o.status,
-            self.run_id,
-            article_id=o.article_id,
-            partition=o.month,
-            unknown_keys=list(o.unknown_keys),
-            problem=o.problem,
+        self._ledger().record(
+            manifest.row(
+                o.rel,
+                o.size,
+                o.mtime_ns,
+                o.sha,
+                o.status,
+                self.run_id,
+                article_id=o.article_id,
+                partition=o.month,
+                unknown_keys=list(o.unknown_keys),
+                problem=o.problem,
+            )
         )
 
     def resolve(self, progress: Progress | None = None) -> None:
@@ -191,40 +187,40 @@ class Run:
             promoted = self._dedupe()
             if not promoted:
                 break
-            jobs = [
-                Job(r["source_path"], os.path.join(self.settings.seeds, r["source_path"]), -1, r["mtime_ns"], None)
-                for r in promoted
-            ]
-            for r in promoted:
-                self.prior[r["source_path"]] = r
-            self.parse(jobs, progress)
+            seeds = self.settings.seeds
+            self.parse([Job(r, os.path.join(seeds, r), -1, mtime, None) for r, mtime in promoted], progress)
         m = ledger.table()
-        for article, partition in ledger.dead(m, sorted(self.parsed)):
+        for article, partition in ledger.dead(m):
             self.dead.add(article)
             self.touched.add(partition)
-        for rel in self.parsed:
-            r = ledger.changes[rel]
-            if r["status"] == "loaded":
-                self.touched.add(r["partition"])
-            else:
-                self.losers.add(rel)
+        touched, losers = ledger.touched_and_losers(m)
+        self.touched |= touched
+        self.losers.update(losers)
+        self.files_parsed = ledger.parsed_count()
         self.source_files = m
 
-    def _dedupe(self) -> list[dict[str, Any]]:
-        """Smallest path wins an identity URL; returns winners that need parsing."""
+    def _dedupe(self) -> list[tuple[str, int]]:
+        """Smallest path wins an identity URL; returns (path, mtime_ns) of winners that need parsing."""
         ledger = self._ledger()
         groups: dict[str, list[dict[str, Any]]] = {}
+        parsed: dict[str, bool] = {}
         for r in ledger.claims():
+            parsed[r["source_path"]] = r.pop("_parsed")
             groups.setdefault(r["article_id"], []).append(r)
         promoted = []
         for rows in groups.values():
             rows.sort(key=lambda r: r["source_path"].encode("utf-8", "surrogateescape"))
             winner = rows[0]
             if winner["status"] == "duplicate":
-                if winner["source_path"] not in self.parsed:
-                    promoted.append(winner)  # its rows exist nowhere yet: parse it
+                if not parsed[winner["source_path"]]:
+                    ledger.changes.pop(winner["source_path"], None)  # its parse outcome decides now
+                    promoted.append((winner["source_path"], winner["mtime_ns"]))  # its rows exist nowhere yet
                     continue
-                ledger.changes[winner["source_path"]] = {**winner, **manifest.problem_columns(None), "status": "loaded"}
+                ledger.changes[winner["source_path"]] = {
+                    **winner,
+                    **manifest.problem_columns(None),
+                    "status": "loaded",
+                }
             for r in rows[1:]:
                 problem = Problem(
                     "duplicate",
@@ -253,7 +249,7 @@ class Run:
             )
             fault_point(f"after_{table.name}")
         path = lambda t: [os.path.join(self.build_dir, t, f) for f in files[t]]  # noqa: E731
-        if self.dead or self.parsed or self.previous is None:
+        if self.dead or self.files_parsed or self.previous is None:
             providers = assemble.derive_providers(con, path("articles"), path("related_articles"))
         else:
             providers = pq.read_table(self.previous.table_files("providers"))
@@ -261,10 +257,10 @@ class Run:
         for table in schema.DOCUMENT_TABLES:
             self.rows[table.name] = assemble.count_rows(path(table.name))
         self.rows["providers"] = providers.num_rows
-        counted = ledger.counts(self.source_files, sorted(self.parsed))
+        counted = ledger.counts(self.source_files)
         self.manifest_shape = (counted.pop("manifest_rows"), counted.pop("manifest_paths"))
         self.counts.update(counted)
-        self.counts["files_parsed"] = len(self.parsed)
+        self.counts["files_parsed"] = self.files_parsed
         previous_keys = pq.read_table(self.previous.table_files("unknown_keys")) if self.previous else None
         unknown = ledger.unknown_keys(self.source_files, previous_keys, self.run_id)
         known = set(previous_keys.column("key_path").to_pylist()) if previous_keys is not None else set()

@@ -49,7 +49,7 @@ def prepare(run: Run) -> None:
 @task(name="discover-and-plan", retries=2, retry_delay_seconds=2, timeout_seconds=3600, **STAGE)  # type: ignore[call-overload]
 def plan(run: Run) -> dict[str, int]:
     run.plan()
-    return {"to_read": len(run.jobs), "seen": run.counts["files_seen"]}
+    return {"to_read": run.to_read.num_rows if run.to_read is not None else 0, "seen": run.counts["files_seen"]}
 
 
 @task(name="parse", timeout_seconds=6 * 3600, **STAGE)  # type: ignore[call-overload]
@@ -69,7 +69,7 @@ def parse(run: Run) -> int:
 
     run.parse(progress=progress)
     run.resolve(progress)
-    return len(run.parsed)
+    return run.files_parsed
 
 
 @task(name="build-snapshot", timeout_seconds=6 * 3600, **STAGE)  # type: ignore[call-overload]

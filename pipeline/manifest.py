@@ -16,7 +16,10 @@ from . import schema
 from .problems import Problem
 
 SCHEMA = schema.SOURCE_FILES.arrow_schema()
-DISCOVERED = pa.schema([("source_path", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64())])
+DISCOVERED = pa.schema(
+    [("source_path", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64()), ("_target", pa.string())]
+)
+FLUSH_ROWS = 20_000  # parsed outcomes are compacted into Arrow in chunks of this size
 
 
 def _lit(text: str) -> str:
@@ -79,7 +82,33 @@ class Ledger:
         self.prev = previous if previous is not None else empty()
         self.con.register("prev", self.prev)
         self.kept = empty()  # previous rows still valid as they are
-        self.changes: dict[str, dict[str, Any]] = {}
+        self.changes: dict[str, dict[str, Any]] = {}  # few: refusals and duplicate decisions, override all
+        self.refused_parsed: list[str] = []  # refused at discovery in a new way: counted as read
+        self._pending: list[dict[str, Any]] = []
+        self._chunks: list[pa.Table] = []
+
+    def record(self, row: dict[str, Any]) -> None:
+        """A parsed file's outcome (status 'unchanged' = same bytes after a touch)."""
+        self._pending.append(row)
+        if len(self._pending) >= FLUSH_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._chunks.append(to_table(self._pending))
+            self._pending = []
+
+    def _register_work(self) -> None:
+        """Views ``work`` (parsed outcomes), ``parsed`` (paths read this run) and ``changes``."""
+        self._flush()
+        work = pa.concat_tables(self._chunks) if self._chunks else empty()
+        self.con.register("work", work)
+        self.con.register("changes", to_table(list(self.changes.values())))
+        self.con.register("refused_parsed", pa.table({"source_path": pa.array(self.refused_parsed, pa.string())}))
+        self.con.execute(
+            "CREATE OR REPLACE TEMP VIEW parsed AS "
+            "SELECT source_path FROM work WHERE status <> 'unchanged' UNION SELECT source_path FROM refused_parsed"
+        )
 
     def close(self) -> None:
         self.con.close()
@@ -96,11 +125,11 @@ class Ledger:
         rows = self._arrow(f"SELECT * FROM prev WHERE source_path = {_lit(rel)}").to_pylist()
         return rows[0] if rows else None
 
-    def plan(self, discovered: pa.Table, refused_paths: list[str], max_bytes: int) -> tuple[list[dict[str, Any]], int]:
+    def plan(self, discovered: pa.Table, refused_paths: list[str], max_bytes: int) -> tuple[pa.Table, int]:
         """Split discovered files into kept (same size and mtime) and to-read; count deletions.
 
-        Returns ``(to_read, deleted)``: to_read rows are the previous manifest row (all NULL for a
-        new file) plus ``_path``, ``_size`` and ``_mtime_ns`` as discovered now.
+        Returns ``(to_read, deleted)``: to_read has ``_path``, ``_size``, ``_mtime_ns``, ``_target``
+        (symlink target or NULL) and ``_old_sha`` (content hash last seen, or NULL), sorted by path.
         Rejects that may pass without a change to the file (permissions, a larger size cap, a
         parser crash or internal error fixed by an upgrade) are read again although unchanged.
         """
@@ -112,11 +141,12 @@ class Ledger:
         """
         self.kept = self._arrow(f"SELECT p.* FROM prev p JOIN disc d ON p.source_path = d.source_path WHERE {same}")
         to_read = self._arrow(
-            f"""SELECT d.source_path AS _path, d.size AS _size, d.mtime_ns AS _mtime_ns, p.*
+            f"""SELECT d.source_path AS _path, d.size AS _size, d.mtime_ns AS _mtime_ns, d._target,
+                       p.source_sha256 AS _old_sha
                 FROM disc d LEFT JOIN prev p ON p.source_path = d.source_path
                 WHERE p.source_path IS NULL OR NOT ({same})
                 ORDER BY d.source_path"""
-        ).to_pylist()
+        )
         row_ = self._sql(
             "SELECT count(*) FROM prev WHERE source_path NOT IN (SELECT source_path FROM disc) "
             "AND source_path NOT IN (SELECT source_path FROM refused)"
@@ -126,30 +156,51 @@ class Ledger:
 
     def table(self) -> pa.Table:
         """The manifest as it stands now, sorted by path (byte order)."""
-        changed = pa.array(list(self.changes), pa.string())
-        self.con.register("kept", self.kept)
-        self.con.register("changed", pa.table({"source_path": changed}))
-        self.con.register("changes", to_table(list(self.changes.values())))
-        try:
-            return (
-                self._sql(
-                    "SELECT * FROM (SELECT * FROM kept WHERE source_path NOT IN (SELECT source_path FROM changed) "
-                    "UNION ALL SELECT * FROM changes) ORDER BY source_path"
-                )
-                .to_arrow_table()
-                .cast(SCHEMA)
-            )
-        finally:
-            for name in ("kept", "changed", "changes"):
-                self.con.unregister(name)
-
-    def kept_row(self, rel: str) -> dict[str, Any] | None:
+        self._register_work()
         self.con.register("kept", self.kept)
         try:
-            rows = self._arrow(f"SELECT * FROM kept WHERE source_path = {_lit(rel)}").to_pylist()
+            return self._arrow(
+                """SELECT * FROM (
+                     SELECT * FROM kept WHERE source_path NOT IN (SELECT source_path FROM work)
+                                          AND source_path NOT IN (SELECT source_path FROM changes)
+                     UNION ALL
+                     SELECT p.* REPLACE (w.size AS size, w.mtime_ns AS mtime_ns)
+                     FROM work w JOIN prev p ON p.source_path = w.source_path
+                     WHERE w.status = 'unchanged' AND w.source_path NOT IN (SELECT source_path FROM changes)
+                     UNION ALL
+                     SELECT * FROM work WHERE status <> 'unchanged'
+                                          AND source_path NOT IN (SELECT source_path FROM changes)
+                     UNION ALL
+                     SELECT * FROM changes)
+                   ORDER BY source_path"""
+            ).cast(SCHEMA)
         finally:
             self.con.unregister("kept")
-        return rows[0] if rows else None
+
+    def parsed_count(self) -> int:
+        self._register_work()
+        return int(self._sql("SELECT count(*) FROM parsed").fetchall()[0][0])
+
+    def touched_and_losers(self, m: pa.Table) -> tuple[set[str], list[str]]:
+        """Partitions that gain rows, and parsed files whose rows must not be merged."""
+        self._register_work()
+        self.con.register("m", m)
+        try:
+            touched = {
+                str(r[0])
+                for r in self._sql(
+                    "SELECT DISTINCT partition FROM m JOIN parsed USING (source_path) WHERE m.status = 'loaded'"
+                ).fetchall()
+            }
+            losers = [
+                str(r[0])
+                for r in self._sql(
+                    "SELECT source_path FROM m JOIN parsed USING (source_path) WHERE m.status <> 'loaded'"
+                ).fetchall()
+            ]
+        finally:
+            self.con.unregister("m")
+        return touched, losers
 
     def claims(self) -> list[dict[str, Any]]:
         """Rows of identity URLs claimed by several files, or held by a file marked duplicate."""
@@ -162,7 +213,9 @@ class Ledger:
                          SELECT *, count(*) OVER (PARTITION BY article_id) AS claimants,
                                 bool_or(status = 'duplicate') OVER (PARTITION BY article_id) AS any_dup
                          FROM m WHERE status IN ('loaded', 'duplicate'))
-                       SELECT * EXCLUDE (claimants, any_dup) FROM c WHERE claimants > 1 OR any_dup
+                       SELECT c.* EXCLUDE (claimants, any_dup),
+                              c.source_path IN (SELECT source_path FROM parsed) AS _parsed
+                       FROM c WHERE claimants > 1 OR any_dup
                        ORDER BY article_id, source_path"""
                 )
                 .to_arrow_table()
@@ -171,10 +224,10 @@ class Ledger:
         finally:
             self.con.unregister("m")
 
-    def dead(self, m: pa.Table, parsed: list[str]) -> list[tuple[str, str]]:
+    def dead(self, m: pa.Table) -> list[tuple[str, str]]:
         """(article_id, partition) of previously loaded rows that this run replaces or removes."""
+        self._register_work()
         self.con.register("m", m)
-        self.con.register("parsed", pa.table({"source_path": pa.array(parsed, pa.string())}))
         try:
             rows = self._sql(
                 """SELECT p.article_id, p.partition FROM prev p LEFT JOIN m USING (source_path)
@@ -183,12 +236,11 @@ class Ledger:
             ).fetchall()
         finally:
             self.con.unregister("m")
-            self.con.unregister("parsed")
         return [(str(a), str(p)) for a, p in rows]
 
-    def counts(self, m: pa.Table, parsed: list[str]) -> dict[str, int]:
+    def counts(self, m: pa.Table) -> dict[str, int]:
+        self._register_work()
         self.con.register("m", m)
-        self.con.register("parsed", pa.table({"source_path": pa.array(parsed, pa.string())}))
         try:
             r = self._sql(
                 """SELECT count(*) FILTER (WHERE m.status = 'loaded'),
@@ -204,7 +256,6 @@ class Ledger:
             ).fetchall()[0]
         finally:
             self.con.unregister("m")
-            self.con.unregister("parsed")
         assert r is not None
         keys = (
             "files_loaded",

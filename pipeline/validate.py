@@ -21,7 +21,7 @@ def validate_folder(settings: Settings) -> list[dict[str, Any]]:
     """One entry per discovered file: path, ok, and the problem when not ok."""
     found, refused = discover(settings.seeds, settings.patterns)
     report: list[dict[str, Any]] = [{"path": r.rel, "ok": False, **asdict(r.problem)} for r in refused]
-    jobs = [Job(f.rel, f.path, f.size, f.mtime_ns, None) for f in found]
+    jobs = [Job(f.rel, f.path(settings.seeds), f.size, f.mtime_ns, None) for f in found]
     size = max(1, min(settings.batch_size, -(-len(jobs) // (settings.workers * 4))))
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="pipeline-validate-") as tmp:

@@ -13,7 +13,7 @@ import multiprocessing
 import os
 import secrets
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -171,12 +171,26 @@ class Parser:
         self._next_batch += 1
         return pool.submit(process_batch, self._next_batch, jobs, self.folder, self.run_id, self.max_bytes)
 
-    def run(self, batches: list[list[Job]], on_done: Callable[[int], None] | None = None) -> Iterator[BatchResult]:
-        """Yield results as batches finish (order not guaranteed)."""
+    def run(self, batches: Iterable[list[Job]], on_done: Callable[[int], None] | None = None) -> Iterator[BatchResult]:
+        """Yield results as batches finish (order not guaranteed).
+
+        Batches are pulled lazily, a few per worker at a time, so a million-file plan never
+        exists as Python objects all at once.
+        """
         suspects: list[list[Job]] = []
-        pool = self._pool(min(self.workers, len(batches)) or 1)
+        source = iter(batches)
+        pending: dict[Future[BatchResult], list[Job]] = {}
+        pool = self._pool(self.workers)
         try:
-            pending = {self._submit(pool, b): b for b in batches}
+
+            def top_up() -> None:
+                while not suspects and len(pending) < 2 * self.workers:
+                    jobs = next(source, None)
+                    if jobs is None:
+                        return
+                    pending[self._submit(pool, jobs)] = jobs
+
+            top_up()
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
@@ -189,14 +203,14 @@ class Parser:
                     if on_done:
                         on_done(len(jobs))
                     yield result
-                if suspects and pending:
+                if suspects:
                     # The pool is broken: every pending batch fails too; collect them.
-                    for fut, jobs in pending.items():
-                        fut.cancel()
-                        suspects.append(jobs)
+                    suspects.extend(pending.values())
                     pending = {}
+                top_up()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+        rest = list(source) if suspects else []  # batches never submitted: run after isolation
         if suspects:
             self._probe()
         for jobs in suspects:
@@ -204,6 +218,8 @@ class Parser:
                 if on_done:
                     on_done(len(result.outcomes))
                 yield result
+        if rest:
+            yield from self.run(rest, on_done)
 
     def _probe(self) -> None:
         """A worker that dies on an empty batch means no worker can run: fail the run, blame no file."""
