@@ -155,6 +155,8 @@ def document(i: int, n: int, seed: int) -> str:
     if rng.random() < 0.7:
         body = "\n\n".join(_sentence(rng, 30, 90) + "." for _ in range(rng.randint(2, 6)))
         lines += ["", f"## {_sentence(rng, 3, 7)}", "", body]
+        more = "\n\n".join(_sentence(rng, 30, 106) + "." for _ in range(rng.randint(1, 3)))
+        lines += ["", f"### {_sentence(rng, 3, 7)}", "", more]
     return "\n".join(lines) + "\n"
 
 
