@@ -21,7 +21,10 @@ from .store import Snapshot, link_or_copy
 
 EMPTY_FILE = "empty.parquet"
 DATA_FILE = "data.parquet"
-ROW_GROUP_ROWS = 64 * 1024
+ROW_GROUP_ROWS = 64 * 1024  # row groups: at most this many rows ...
+ROW_GROUP_BYTES = 32 * 1024 * 1024  # ... or this many bytes in memory (articles carry bodies)
+STREAM_ROWS = 8 * 1024  # rows per batch pulled from DuckDB: bounds memory while merging
+MERGE_ARTICLES = 50_000  # articles (and their child rows) sorted per merge query
 SORT_KEYS: dict[str, tuple[str, ...]] = {
     "articles": ("published_at", "article_id"),
     "article_topics": ("article_id", "position"),
@@ -56,76 +59,123 @@ def write_table(path: str, table: schema.Table, data: pa.Table) -> None:
     )
 
 
+def month_groups(touched: set[str], articles_per_month: dict[str, int], budget: int) -> list[list[str]]:
+    """Pack touched months into groups of at most ``budget`` articles (a bigger month stands alone).
+
+    Each group is merged and sorted by one query, so sort memory follows the budget, not the corpus.
+    """
+    groups: list[list[str]] = []
+    size = budget + 1
+    for month in sorted(touched):
+        n = articles_per_month.get(month, 0)
+        if size + n > budget:
+            groups.append([])
+            size = 0
+        groups[-1].append(month)
+        size += n
+    return groups
+
+
 def merge_partitioned(
     con: duckdb.DuckDBPyConnection,
     table: schema.Table,
     previous: Snapshot | None,
     staging: list[str],
-    touched: set[str],
+    groups: list[list[str]],
     out_dir: str,
 ) -> list[str]:
-    """Write ``table`` into ``out_dir``; returns its file names.
+    """Write ``table`` into ``out_dir``: untouched months linked, each group of touched months merged.
 
     Expects temp tables ``dead(article_id)`` and ``losers(rel)`` on ``con``.
     """
     os.makedirs(out_dir, exist_ok=True)
+    touched = {m for g in groups for m in g}
     names: list[str] = []
-    old_touched: list[str] = []
+    old: dict[str, str] = {}
     for path in previous.table_files(table.name) if previous else []:
         month = os.path.basename(path)[: -len(".parquet")]
         if month == "empty":
             continue
         if month in touched:
-            old_touched.append(path)
+            old[month] = path
         else:
             link_or_copy(path, os.path.join(out_dir, os.path.basename(path)))
             names.append(os.path.basename(path))
     cols = ", ".join(f'"{c}"' for c in table.column_names)
-    parts = []
-    if old_touched:
-        parts.append(
-            f"SELECT {cols}, regexp_extract(filename, '([^/]+)\\.parquet$', 1) AS _month "
-            f"FROM read_parquet({_files_sql(old_touched)}, filename = true) "
-            "WHERE article_id NOT IN (SELECT article_id FROM dead)"
-        )
-    if staging:
-        parts.append(
-            f"SELECT {cols}, _month FROM read_parquet({_files_sql(staging)}) "
-            "WHERE _source NOT IN (SELECT rel FROM losers)"
-        )
-    if parts:
-        order = ", ".join(f'"{k}"' for k in SORT_KEYS[table.name])
-        sql = f"SELECT * FROM ({' UNION ALL '.join(parts)}) ORDER BY _month, {order}"
-        names.extend(_stream_by_month(con.sql(sql).to_arrow_reader(ROW_GROUP_ROWS), table, out_dir))
+    order = ", ".join(f'"{k}"' for k in SORT_KEYS[table.name])
+    for group in groups:
+        parts = []
+        old_files = [old[m] for m in group if m in old]
+        if old_files:
+            parts.append(
+                f"SELECT {cols}, regexp_extract(filename, '([^/]+)\\.parquet$', 1) AS _month "
+                f"FROM read_parquet({_files_sql(old_files)}, filename = true) "
+                "WHERE article_id NOT IN (SELECT article_id FROM dead)"
+            )
+        if staging:
+            months = ", ".join(_q(m) for m in group)
+            parts.append(
+                f"SELECT {cols}, _month FROM read_parquet({_files_sql(staging)}) "
+                f"WHERE _month IN ({months}) AND _source NOT IN (SELECT rel FROM losers)"
+            )
+        if parts:
+            sql = f"SELECT * FROM ({' UNION ALL '.join(parts)}) ORDER BY _month, {order}"
+            names.extend(_stream_by_month(con.sql(sql).to_arrow_reader(STREAM_ROWS), table, out_dir))
     if not names:
         write_table(os.path.join(out_dir, EMPTY_FILE), table, table.arrow_schema().empty_table())
         names.append(EMPTY_FILE)
     return sorted(names)
 
 
+class _MonthWriter:
+    """Writes a sorted stream into one file per month, in row groups of bounded rows and bytes."""
+
+    def __init__(self, table: schema.Table, out_dir: str) -> None:
+        self.table = table
+        self.target = table.arrow_schema()
+        self.out_dir = out_dir
+        self.names: list[str] = []
+        self.month: str | None = None
+        self.writer: pq.ParquetWriter | None = None
+        self.buffer: list[pa.RecordBatch] = []
+        self.rows = self.bytes = 0
+
+    def add(self, month: str, part: pa.RecordBatch) -> None:
+        if month != self.month:
+            self.close()
+            self.month = month
+            self.names.append(f"{month}.parquet")
+            path = os.path.join(self.out_dir, self.names[-1])
+            self.writer = pq.ParquetWriter(path, self.target, compression="zstd")
+        self.buffer.append(part)
+        self.rows += part.num_rows
+        self.bytes += part.nbytes
+        if self.rows >= ROW_GROUP_ROWS or self.bytes >= ROW_GROUP_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.buffer and self.writer is not None:
+            data = pa.Table.from_batches(self.buffer).select(self.table.column_names).cast(self.target)
+            self.writer.write_table(data, row_group_size=max(self.rows, 1))
+        self.buffer, self.rows, self.bytes = [], 0, 0
+
+    def close(self) -> None:
+        self._flush()
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
 def _stream_by_month(reader: pa.RecordBatchReader, table: schema.Table, out_dir: str) -> list[str]:
-    target = table.arrow_schema()
-    writer: pq.ParquetWriter | None = None
-    current: str | None = None
-    names: list[str] = []
+    out = _MonthWriter(table, out_dir)
     try:
         for batch in reader:
             months = batch.column("_month")
             for month in pc.unique(months).to_pylist():
-                part = batch.filter(pc.equal(months, month)).select(table.column_names)
-                if month != current:
-                    if writer is not None:
-                        writer.close()
-                    current = month
-                    name = f"{month}.parquet"
-                    names.append(name)
-                    writer = pq.ParquetWriter(os.path.join(out_dir, name), target, compression="zstd")
-                assert writer is not None
-                writer.write_table(pa.Table.from_batches([part]).cast(target), row_group_size=ROW_GROUP_ROWS)
+                out.add(month, batch.filter(pc.equal(months, month)))
     finally:
-        if writer is not None:
-            writer.close()
-    return names
+        out.close()
+    return out.names
 
 
 PROVIDERS_SQL = """

@@ -242,10 +242,12 @@ class Run:
         con.execute("CREATE TEMP TABLE dead AS SELECT unnest(?::VARCHAR[]) AS article_id", [sorted(self.dead)])
         con.execute("CREATE TEMP TABLE losers AS SELECT unnest(?::VARCHAR[]) AS rel", [sorted(self.losers)])
         files: dict[str, list[str]] = {}
+        per_month = ledger.articles_per_month(self.source_files)
+        groups = assemble.month_groups(self.touched, per_month, assemble.MERGE_ARTICLES)
         for table in schema.DOCUMENT_TABLES:
             out = os.path.join(self.build_dir, table.name)
             files[table.name] = assemble.merge_partitioned(
-                con, table, self.previous, self.staging_files.get(table.name, []), self.touched, out
+                con, table, self.previous, self.staging_files.get(table.name, []), groups, out
             )
             fault_point(f"after_{table.name}")
         path = lambda t: [os.path.join(self.build_dir, t, f) for f in files[t]]  # noqa: E731

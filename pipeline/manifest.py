@@ -177,6 +177,14 @@ class Ledger:
         finally:
             self.con.unregister("kept")
 
+    def articles_per_month(self, m: pa.Table) -> dict[str, int]:
+        self.con.register("m", m)
+        try:
+            rows = self._sql("SELECT partition, count(*) FROM m WHERE status = 'loaded' GROUP BY partition").fetchall()
+        finally:
+            self.con.unregister("m")
+        return {str(p): int(n) for p, n in rows}
+
     def parsed_count(self) -> int:
         self._register_work()
         return int(self._sql("SELECT count(*) FROM parsed").fetchall()[0][0])
