@@ -35,7 +35,7 @@ BI_REQUIREMENTS = BI_DIR / "requirements.txt"
 BI_VENV = REPO / ".venv-bi"
 BI_MARKER = BI_VENV / ".requirements.sha256"
 PROBE = BI_DIR / "sqlalchemy_probe.py"
-EXAMPLES = BI_DIR / "example_queries.sql"
+EXAMPLES = REPO / "docs" / "example-queries.sql"
 
 TABLE_NAMES = [t.name for t in schema.TABLES]
 VIEW_NAMES = [v.name for v in schema.VIEWS]

@@ -50,6 +50,12 @@ def test_readme_table_list_is_generated_from_schema() -> None:
         assert f"| `{table.name}` | {table.grain} |" in readme
 
 
+def test_readme_example_queries_match_the_tested_file() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    sql = (REPO / "docs" / docs.EXAMPLES_FILE).read_text(encoding="utf-8")
+    assert docs.examples_block(sql) in readme, "README example queries are stale: run `pipeline docs`"
+
+
 def test_committed_docs_are_up_to_date() -> None:
     assert (REPO / "docs" / "data-dictionary.md").read_text(encoding="utf-8") == docs.data_dictionary(), (
         "docs/data-dictionary.md is stale: run `pipeline docs`"
