@@ -59,24 +59,23 @@ def warehouse(tmp_path: Path) -> Path:
     return tmp_path / "warehouse"
 
 
+def run_args(seeds: Path, warehouse: Path, *extra: str) -> list[str]:
+    """argv of `pipeline run` without Prefect (for Popen); Prefect runs have their own tests."""
+    return [sys.executable, "-m", "pipeline.cli", "run", "--seeds", str(seeds), "--warehouse", str(warehouse),
+            "--orchestrator", "none", "--quiet", *extra]  # fmt: skip
+
+
+def run_pipeline(seeds: Path, warehouse: Path, *extra: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """`pipeline run` without Prefect, through the CLI (keyword arguments as for run_cli)."""
+    return run_cli(*run_args(seeds, warehouse, *extra)[3:], **kwargs)
+
+
 @pytest.fixture
 def load(seeds: Path, warehouse: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """`pipeline run` without Prefect on the fixture folders (Prefect runs have their own tests)."""
+    """`pipeline run` without Prefect on the fixture folders."""
 
     def _load(*extra: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return run_cli(
-            "run",
-            "--seeds",
-            str(seeds),
-            "--warehouse",
-            str(warehouse),
-            "--orchestrator",
-            "none",
-            "--quiet",
-            *extra,
-            check=check,
-            env=env,
-        )
+        return run_pipeline(seeds, warehouse, *extra, check=check, env=env)
 
     return _load
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import CONTENT_TABLES, REPO, SEEDS, cli_env, export_tables, open_catalog, run_cli
+from .conftest import CONTENT_TABLES, REPO, SEEDS, cli_env, export_tables, open_catalog, run_args, run_cli
 from .test_incremental import (
     ECB,
     FED,
@@ -127,23 +127,6 @@ def catalog_snapshot(warehouse: Path) -> str:
         return str(row[0])
     finally:
         con.close()
-
-
-def run_args(seeds: Path, warehouse: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "pipeline.cli",
-        "run",
-        "--seeds",
-        str(seeds),
-        "--warehouse",
-        str(warehouse),
-        "--orchestrator",
-        "none",
-        "--quiet",
-        *extra,
-    ]
 
 
 @contextmanager

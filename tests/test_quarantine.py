@@ -24,6 +24,7 @@ from pipeline import schema
 from pipeline.extract import Loaded, extract
 from pipeline.normalize import Source, article_id
 from pipeline.problems import Problem
+from tests import conftest
 from tests.conftest import SEEDS, cli_env, open_catalog, run_cli
 
 HOSTILE = Path(__file__).resolve().parent / "data" / "hostile"
@@ -33,6 +34,11 @@ TEMPLATE = SEEDS / "000_0d86a7039b408f6d.txt"
 TEMPLATE_URL = "https://www.psychologytoday.com/us/blog/the-digital-self/202310/artificial-empathy-a-human-construct-borrowed-by-ai"
 DEFAULT_PATTERNS = ("*.md", "*.markdown", "*.txt")
 RUN_TIMEOUT = 120
+
+
+def run_pipeline(seeds: Path, warehouse: Path, *extra: str, cwd: Path | None = None, env: dict[str, str] | None = None):
+    """`pipeline run` that may fail (the exit code is asserted by the caller)."""
+    return conftest.run_pipeline(seeds, warehouse, *extra, cwd=cwd, env=env, check=False, timeout=RUN_TIMEOUT)
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -94,24 +100,6 @@ def tree_state(root: Path, skip: Path) -> dict[str, tuple[str, int, str]]:
             else:
                 state[rel] = ("other", 0, "")
     return state
-
-
-def run_pipeline(seeds: Path, warehouse: Path, *extra: str, cwd: Path | None = None, env: dict[str, str] | None = None):
-    return run_cli(
-        "run",
-        "--seeds",
-        str(seeds),
-        "--warehouse",
-        str(warehouse),
-        "--orchestrator",
-        "none",
-        "--quiet",
-        *extra,
-        cwd=cwd,
-        env=env,
-        check=False,
-        timeout=RUN_TIMEOUT,
-    )
 
 
 def validate_json(seeds: Path, *extra: str) -> tuple[int, dict[str, dict[str, Any]]]:
