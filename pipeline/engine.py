@@ -104,6 +104,8 @@ class Run:
         """Discover files and decide which must be read: new, or size/mtime changed."""
         t0 = time.perf_counter()
         s, ledger = self.settings, self._ledger()
+        ledger.changes.clear()  # idempotent: the flow retries this stage on transient OSError
+        ledger.refused_parsed.clear()
         found, refused = discover(s.seeds, s.patterns)
         columns = list(zip(*found, strict=True)) if found else [(), (), (), ()]
         discovered = pa.Table.from_arrays([pa.array(c) for c in columns], schema=manifest.DISCOVERED)

@@ -2,8 +2,10 @@
 
 Per-task overhead is ~10-30 ms of orchestration, so there is one task per
 stage, never one per file; parsing fans out to worker processes inside the
-`parse` task. Retries only where they can help (transient file-system errors
-while discovering or publishing), never on bad input; timeouts on everything.
+`parse` task. Retries only where they can help and are safe: discovery is
+read-only and idempotent, so a transient OSError (a flaky network mount) is
+retried; stages that change state are not, and never on bad input. Every task
+has a timeout.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
 STAGE = dict(cache_policy=NO_CACHE, retry_condition_fn=_transient)
 
 
-@task(name="prepare", retries=2, retry_delay_seconds=2, timeout_seconds=600, **STAGE)  # type: ignore[call-overload]
+@task(name="prepare", timeout_seconds=600, **STAGE)  # type: ignore[call-overload]
 def prepare(run: Run) -> None:
     run.prepare()
 
@@ -83,7 +85,7 @@ def check(run: Run) -> None:
     run.check()
 
 
-@task(name="publish", retries=2, retry_delay_seconds=2, timeout_seconds=600, **STAGE)  # type: ignore[call-overload]
+@task(name="publish", timeout_seconds=600, **STAGE)  # type: ignore[call-overload]
 def publish(run: Run) -> str:
     return run.publish().id
 

@@ -100,7 +100,7 @@ def clean_staging(warehouse: str) -> int:
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
             removed += 1
     for name in os.listdir(warehouse):
-        if name.startswith((f"{CURRENT}.tmp", f"{CATALOG}.tmp")):
+        if name.startswith(f"{CURRENT}.tmp"):
             os.unlink(os.path.join(warehouse, name))
             removed += 1
     return removed
