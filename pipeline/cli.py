@@ -254,6 +254,18 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+def _drop_frames(exc: BaseException | None) -> None:
+    """Free the locals of a failed run's frames: Prefect keeps the exception until exit, and DuckDB
+    objects in those frames would make its bindings print 'leaked instance' lines after our error."""
+    import traceback
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        traceback.clear_frames(exc.__traceback__)
+        exc = exc.__cause__ or exc.__context__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -261,6 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PipelineError as exc:
         if args.debug:
             raise
+        _drop_frames(exc)
         print(f"pipeline: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
@@ -272,6 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug or an environment failure: still one line unless --debug
         if args.debug:
             raise
+        _drop_frames(exc)
         print(
             f"pipeline: unexpected error: {type(exc).__name__}: {exc} (rerun with --debug for details)", file=sys.stderr
         )

@@ -10,7 +10,8 @@ has a timeout.
 
 from __future__ import annotations
 
-from . import prefect_env
+# Absolute imports: Prefect deployments load this file by path as a top-level module `flow`.
+from pipeline import prefect_env
 
 prefect_env.apply_defaults()
 
@@ -24,9 +25,9 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact  #
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 
-from .config import load_settings  # noqa: E402
-from .engine import Run, make_run_id, utc_now  # noqa: E402
-from .report import rejects_markdown, run_summary, summary_markdown  # noqa: E402
+from pipeline.config import load_settings  # noqa: E402
+from pipeline.engine import Run, make_run_id, utc_now  # noqa: E402
+from pipeline.report import rejects_markdown, run_summary, summary_markdown  # noqa: E402
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -104,7 +105,13 @@ def _artifacts(run: Run, summary: dict[str, Any]) -> None:
         create_markdown_artifact(markdown=rejects_markdown([]), key=f"{key}-rejects", description="Quarantined files")
 
 
-@flow(name="ingest", flow_run_name="ingest-{seeds}", log_prints=False, timeout_seconds=12 * 3600)
+def _run_name() -> str:
+    """e.g. ingest-seeds-20261125T1900Z: scheduled runs stay distinguishable in the UI."""
+    seeds = str(flow_run.parameters.get("seeds", "seeds")).rstrip("/")
+    return f"ingest-{os.path.basename(seeds) or 'seeds'}-{utc_now():%Y%m%dT%H%M%SZ}"
+
+
+@flow(name="ingest", flow_run_name=_run_name, log_prints=False, timeout_seconds=12 * 3600)
 def ingest(
     seeds: str = "seeds",
     warehouse: str = "warehouse",
