@@ -19,13 +19,9 @@ class Problem:
     column: int | None = None
     field: str | None = None
 
-    def where(self) -> str:
-        parts = []
-        if self.line is not None:
-            parts.append(f"line {self.line}" + (f", column {self.column}" if self.column is not None else ""))
-        if self.field:
-            parts.append(self.field)
-        return "; ".join(parts)
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"unknown stage {self.stage!r}")
 
 
 class ProblemError(Exception):

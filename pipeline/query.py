@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from typing import Any
 
 import duckdb
@@ -22,7 +21,6 @@ from .catalog import memory_connection
 from .errors import QueryError
 
 READ_ONLY = {"SELECT", "EXPLAIN"}
-FORMATS = ("table", "csv", "json", "parquet")
 
 
 def connect(warehouse: str) -> duckdb.DuckDBPyConnection:
@@ -112,7 +110,3 @@ def _text_table(header: list[str], rows: list[list[str]], max_width: int = 60) -
     out += [line(r) for r in clip]
     out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
     return "\n".join(out)
-
-
-def warehouse_exists(warehouse: str) -> bool:
-    return os.path.lexists(os.path.join(warehouse, store.CURRENT))

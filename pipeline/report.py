@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from . import schema
-
 
 def run_summary(run: Any, prefect_seconds: float | None = None) -> dict[str, Any]:
     """What a finished run did, as plain data (CLI output, Prefect artifact, JSON)."""
@@ -83,7 +81,3 @@ def summary_markdown(summary: dict[str, Any]) -> str:
 
 def to_json(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=True, default=str, ensure_ascii=False)
-
-
-def table_names() -> list[str]:
-    return [t.name for t in schema.TABLES]
