@@ -193,22 +193,15 @@ def wait_until(predicate: Any, timeout: float, interval: float = 0.5, what: str 
 
 def deployment_runs(client: Any, deployment_id: Any, *state_types: str) -> list[Any]:
     """Flow runs of a deployment, optionally only those whose state type is one of `state_types` (e.g. "COMPLETED")."""
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterDeploymentId,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
-
-    flt = FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]))
-    if state_types:
-        flt.state = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType(s) for s in state_types]))
-    return list(client.read_flow_runs(flow_run_filter=flt, limit=200))
+    return list(client.read_flow_runs(flow_run_filter=_runs_filter(deployment_id, state_types), limit=200))
 
 
 def count_runs(client: Any, deployment_id: Any, *state_types: str) -> int:
     """Like `deployment_runs`, counted by the server (POST /api/flow_runs/count)."""
+    return int(client.count_flow_runs(flow_run_filter=_runs_filter(deployment_id, state_types)))
+
+
+def _runs_filter(deployment_id: Any, state_types: tuple[str, ...]) -> Any:
     from prefect.client.schemas.filters import (
         FlowRunFilter,
         FlowRunFilterDeploymentId,
@@ -220,7 +213,7 @@ def count_runs(client: Any, deployment_id: Any, *state_types: str) -> int:
     flt = FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]))
     if state_types:
         flt.state = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType(s) for s in state_types]))
-    return int(client.count_flow_runs(flow_run_filter=flt))
+    return flt
 
 
 def task_runs(client: Any, flow_run_id: Any) -> list[Any]:
