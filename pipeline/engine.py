@@ -13,6 +13,7 @@ import shutil
 import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -241,17 +242,26 @@ class Run:
         assert self.source_files is not None, "resolve() first"
         os.makedirs(self.build_dir)
         con = assemble.connect(os.path.join(self.staging, "duckdb_tmp"), s.memory_limit)
-        con.execute("CREATE TEMP TABLE dead AS SELECT unnest(?::VARCHAR[]) AS article_id", [sorted(self.dead)])
-        con.execute("CREATE TEMP TABLE losers AS SELECT unnest(?::VARCHAR[]) AS rel", [sorted(self.losers)])
+        # Plain (not TEMP) tables: the merge threads' cursors must see them.
+        con.execute("CREATE TABLE dead AS SELECT unnest(?::VARCHAR[]) AS article_id", [sorted(self.dead)])
+        con.execute("CREATE TABLE losers AS SELECT unnest(?::VARCHAR[]) AS rel", [sorted(self.losers)])
         files: dict[str, list[str]] = {}
         per_month = ledger.articles_per_month(self.source_files)
         groups = assemble.month_groups(self.touched, per_month, assemble.MERGE_ARTICLES)
-        for table in schema.DOCUMENT_TABLES:
-            out = os.path.join(self.build_dir, table.name)
-            files[table.name] = assemble.merge_partitioned(
-                con, table, self.previous, self.staging_files.get(table.name, []), groups, out
-            )
-            fault_point(f"after_{table.name}")
+
+        def merge(table: schema.Table) -> list[str]:
+            cursor = con.cursor()  # one connection per thread; DuckDB and Parquet writes release the GIL
+            try:
+                out = os.path.join(self.build_dir, table.name)
+                staging = self.staging_files.get(table.name, [])
+                return assemble.merge_partitioned(cursor, table, self.previous, staging, groups, out)
+            finally:
+                cursor.close()
+
+        with ThreadPoolExecutor(max_workers=max(1, min(2, s.workers))) as pool:
+            for table, names in zip(schema.DOCUMENT_TABLES, pool.map(merge, schema.DOCUMENT_TABLES), strict=True):
+                files[table.name] = names
+                fault_point(f"after_{table.name}")
         path = lambda t: [os.path.join(self.build_dir, t, f) for f in files[t]]  # noqa: E731
         if self.dead or self.files_parsed or self.previous is None:
             providers = assemble.derive_providers(con, path("articles"), path("related_articles"))
