@@ -28,7 +28,7 @@ from .discover import discover
 from .errors import ChecksFailed
 from .manifest import Ledger
 from .problems import Problem
-from .work import Job, Outcome, Parser
+from .work import Job, Outcome, Parser, batch_size
 
 FAULT_KILL_ENV = "PIPELINE_FAULT_KILL_AT"  # test hook: SIGKILL this process at a named point
 FAULT_SLEEP_ENV = "PIPELINE_FAULT_SLEEP_SECONDS"  # test hook: hold the lock this long (overlap tests)
@@ -147,7 +147,7 @@ class Run:
         total = len(jobs) if jobs is not None else (self.to_read.num_rows if self.to_read is not None else 0)
         if not total:
             return
-        size = max(1, min(s.batch_size, -(-total // (s.workers * 4))))
+        size = batch_size(total, s.workers, s.batch_size)
         batches: Iterable[list[Job]] = (
             [jobs[i : i + size] for i in range(0, total, size)] if jobs is not None else self._batches(size)
         )

@@ -8,7 +8,7 @@ from typing import Any
 
 def run_summary(run: Any, prefect_seconds: float | None = None) -> dict[str, Any]:
     """What a finished run did, as plain data (CLI output, Prefect artifact, JSON)."""
-    row = getattr(run, "load_run", {})
+    row = run.load_run
     work = (row["finished_at"] - row["started_at"]).total_seconds() if row else None
     return {
         "run_id": run.run_id,

@@ -14,7 +14,7 @@ from typing import Any
 from .config import Settings
 from .discover import discover
 from .problems import Problem
-from .work import Job, Parser
+from .work import Job, Parser, batch_size
 
 
 def validate_folder(settings: Settings) -> list[dict[str, Any]]:
@@ -22,7 +22,7 @@ def validate_folder(settings: Settings) -> list[dict[str, Any]]:
     found, refused = discover(settings.seeds, settings.patterns)
     report: list[dict[str, Any]] = [{"path": r.rel, "ok": False, **asdict(r.problem)} for r in refused]
     jobs = [Job(f.rel, f.path(settings.seeds), f.size, f.mtime_ns, None) for f in found]
-    size = max(1, min(settings.batch_size, -(-len(jobs) // (settings.workers * 4))))
+    size = batch_size(len(jobs), settings.workers, settings.batch_size)
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="pipeline-validate-") as tmp:
         parser = Parser(settings.workers, tmp, "validate", settings.max_file_bytes)

@@ -63,6 +63,11 @@ class BatchResult:
     staging: dict[str, str] = field(default_factory=dict)  # table -> staging file
 
 
+def batch_size(total: int, workers: int, cap: int) -> int:
+    """Files per batch: about four batches per worker (progress, crash isolation), at most ``cap``."""
+    return max(1, min(cap, -(-total // (workers * 4))))
+
+
 def staging_schema(table: schema.Table) -> pa.Schema:
     return pa.schema(list(table.arrow_schema()) + STAGING_EXTRA)
 
