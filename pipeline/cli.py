@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .errors import ConfigError, PipelineError
+from pipeline.errors import ConfigError, PipelineError
 
 ORCHESTRATORS = ("prefect", "none")
 
@@ -111,23 +111,23 @@ class _Progress:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from . import report
-    from .config import load_settings
+    from pipeline import report
+    from pipeline.config import load_settings
 
     settings = load_settings(_settings_overrides(args))
     progress = _Progress(not args.quiet)
     t0 = time.perf_counter()
     if args.orchestrator == "none":
-        from .engine import make_run_id, run_all, utc_now
+        from pipeline.engine.stages import make_run_id, run_all, utc_now
 
         run = run_all(settings, make_run_id(utc_now()), progress=progress)
         summary = report.run_summary(run)
     else:
-        from . import prefect_env
+        from pipeline.orchestration import prefect_env
 
         prefect_env.apply_defaults(debug=args.debug)
-        from .flow import ingest
-        from .prefect_support import call_flow, wait_for_task_run_records
+        from pipeline.orchestration.flow import ingest
+        from pipeline.orchestration.prefect_support import call_flow, wait_for_task_run_records
 
         os.environ["PIPELINE_PROGRESS"] = "0" if args.quiet else "1"
         summary = call_flow(ingest, **{k: v for k, v in vars(settings).items() if k in _FLOW_PARAMS})
@@ -145,9 +145,9 @@ _FLOW_PARAMS = ("seeds", "warehouse", "patterns", "workers", "max_file_bytes", "
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from . import report
-    from .config import load_settings
-    from .validate import format_report, validate_folder
+    from pipeline import report
+    from pipeline.config import load_settings
+    from pipeline.engine.validate import format_report, validate_folder
 
     settings = load_settings(_settings_overrides(args)).resolved()
     entries = validate_folder(settings)
@@ -156,13 +156,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _warehouse(args: argparse.Namespace) -> str:
-    from .config import load_settings
+    from pipeline.config import load_settings
 
     return os.path.abspath(load_settings(_settings_overrides(args)).warehouse)
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from . import query
+    from pipeline.warehouse import query
 
     warehouse = _warehouse(args)
     if args.tables:
@@ -188,12 +188,12 @@ def parse_age(text: str) -> timedelta:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .status import format_status, warehouse_status
+    from pipeline.warehouse.status import format_status, warehouse_status
 
     max_age = parse_age(args.max_age) if args.max_age else None
     info = warehouse_status(_warehouse(args), datetime.now(UTC), max_age)
     if args.format == "json":
-        from .report import to_json
+        from pipeline.report import to_json
 
         print(to_json(info))
     else:
@@ -202,14 +202,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
-    from . import store
-    from .catalog import build_catalog
+    from pipeline.warehouse import commits
+    from pipeline.warehouse.catalog import build_catalog
 
     warehouse = _warehouse(args)
-    lock = store.acquire_lock(warehouse, 60)
+    lock = commits.acquire_lock(warehouse, 60)
     try:
-        snap = store.require_current(warehouse)
-        tmp = store.staging_dir(warehouse, "catalog-rebuild")
+        snap = commits.require_current(warehouse)
+        tmp = commits.staging_dir(warehouse, "catalog-rebuild")
         try:
             path = build_catalog(warehouse, snap, tmp)
         finally:
@@ -223,7 +223,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
-    from .docs import write_docs
+    from pipeline.docs import write_docs
 
     for path in write_docs(args.out):
         print(f"wrote {path}")
@@ -231,11 +231,11 @@ def cmd_docs(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from . import prefect_env
+    from pipeline.orchestration import prefect_env
 
     prefect_env.apply_defaults(debug=args.debug)
-    from .config import load_settings
-    from .serve import serve
+    from pipeline.config import load_settings
+    from pipeline.orchestration.serve import serve
 
     settings = load_settings(_settings_overrides(args)).resolved()  # absolute paths for every run
     params = {k: v for k, v in vars(settings).items() if k in _FLOW_PARAMS}

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .errors import ConfigError
+from pipeline.errors import ConfigError
 
 DEFAULT_PATTERNS = ("*.md", "*.markdown", "*.txt")
 

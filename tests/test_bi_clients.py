@@ -26,7 +26,7 @@ import polars as pl
 import pyarrow.dataset as ds
 import pytest
 
-from pipeline import schema
+from pipeline.warehouse import schema
 
 from .conftest import REPO, SEEDS, cli_env, open_catalog, run_cli
 

@@ -184,7 +184,7 @@ def test_prefect_yaml_deploys_and_runs_on_a_process_worker(server: PrefectServer
     assert deployment.global_concurrency_limit.limit == 1
     assert deployment.concurrency_options.collision_strategy.value == "ENQUEUE"
     assert deployment.work_pool_name == "seed-pipeline"
-    assert deployment.entrypoint == "pipeline/flow.py:ingest"
+    assert deployment.entrypoint == "pipeline/orchestration/flow.py:ingest"
     assert deployment.parameters == {"seeds": "seeds", "warehouse": "warehouse"}
     assert deployment.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
 

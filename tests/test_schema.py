@@ -1,4 +1,4 @@
-"""Everything derives from pipeline/schema.py: Parquet files, DuckDB views, comments, README and docs."""
+"""Everything derives from pipeline/warehouse/schema.py: Parquet files, DuckDB views, comments, README and docs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline import docs, schema
+from pipeline import docs
+from pipeline.warehouse import schema
 
 from .conftest import REPO, open_catalog
 

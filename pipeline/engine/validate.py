@@ -11,10 +11,10 @@ from collections import Counter
 from dataclasses import asdict
 from typing import Any
 
-from .config import Settings
-from .discover import discover
-from .problems import Problem
-from .work import Job, Parser, batch_size
+from pipeline.config import Settings
+from pipeline.engine.parse import Job, Parser, batch_size
+from pipeline.read.discover import discover
+from pipeline.read.problems import Problem
 
 
 def validate_folder(settings: Settings) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ import os
 
 import duckdb
 
-from . import schema
+from pipeline.warehouse import schema
 
 ID_PATTERN = "^[0-9a-f]{16}$"
 

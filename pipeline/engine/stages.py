@@ -21,14 +21,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import assemble, checks, manifest, schema, store
-from .catalog import build_catalog, catalog_snapshot_id
-from .config import Settings
-from .discover import discover
-from .errors import ChecksFailed
-from .manifest import Ledger
-from .problems import Problem
-from .work import Job, Outcome, Parser, batch_size
+from pipeline.config import Settings
+from pipeline.engine.parse import Job, Outcome, Parser, batch_size
+from pipeline.errors import ChecksFailed
+from pipeline.read.discover import discover
+from pipeline.read.problems import Problem
+from pipeline.warehouse import checks, commits, merge, schema
+from pipeline.warehouse import ledger as manifest
+from pipeline.warehouse.catalog import build_catalog, catalog_snapshot_id
+from pipeline.warehouse.ledger import Ledger
 
 FAULT_KILL_ENV = "PIPELINE_FAULT_KILL_AT"  # test hook: SIGKILL this process at a named point
 FAULT_SLEEP_ENV = "PIPELINE_FAULT_SLEEP_SECONDS"  # test hook: hold the lock this long (overlap tests)
@@ -56,7 +57,7 @@ class Run:
     run_id: str
     clock: Clock = utc_now
     started_at: datetime | None = None
-    previous: store.Snapshot | None = None
+    previous: commits.Snapshot | None = None
     lock: Any = None
     build_dir: str = ""
     staging: str = ""
@@ -68,7 +69,7 @@ class Run:
     rows: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     new_unknown_keys: list[str] = field(default_factory=list)
-    snapshot: store.Snapshot | None = None
+    snapshot: commits.Snapshot | None = None
     dead: set[str] = field(default_factory=set)
     losers: set[str] = field(default_factory=set)
     touched: set[str] = field(default_factory=set)
@@ -82,13 +83,13 @@ class Run:
     def prepare(self) -> None:
         """Take the lock, clear debris of killed runs, repair a stale catalog."""
         s = self.settings
-        self.lock = store.acquire_lock(s.warehouse, s.wait_seconds)
+        self.lock = commits.acquire_lock(s.warehouse, s.wait_seconds)
         if os.environ.get(FAULT_SLEEP_ENV):
             time.sleep(float(os.environ[FAULT_SLEEP_ENV]))
         self.started_at = self.clock()
-        store.clean_staging(s.warehouse)
-        self.previous = store.read_current(s.warehouse)
-        self.staging = store.staging_dir(s.warehouse, self.run_id)
+        commits.clean_staging(s.warehouse)
+        self.previous = commits.read_current(s.warehouse)
+        self.staging = commits.staging_dir(s.warehouse, self.run_id)
         self.build_dir = os.path.join(self.staging, "snapshot")
         os.makedirs(os.path.join(self.staging, "parse"))
         previous_manifest = None
@@ -96,7 +97,7 @@ class Run:
             shown = catalog_snapshot_id(s.warehouse)
             if shown != self.previous.id:  # a run died between commit and catalog rebuild
                 if shown:
-                    store.retire(s.warehouse, {shown})
+                    commits.retire(s.warehouse, {shown})
                 build_catalog(s.warehouse, self.previous, self.staging)
             previous_manifest = pq.read_table(self.previous.table_files("source_files"))
         self.ledger = Ledger(previous_manifest)
@@ -241,35 +242,35 @@ class Run:
         s, ledger = self.settings, self._ledger()
         assert self.source_files is not None, "resolve() first"
         os.makedirs(self.build_dir)
-        con = assemble.connect(os.path.join(self.staging, "duckdb_tmp"), s.memory_limit)
+        con = merge.connect(os.path.join(self.staging, "duckdb_tmp"), s.memory_limit)
         # Plain (not TEMP) tables: the merge threads' cursors must see them.
         con.execute("CREATE TABLE dead AS SELECT unnest(?::VARCHAR[]) AS article_id", [sorted(self.dead)])
         con.execute("CREATE TABLE losers AS SELECT unnest(?::VARCHAR[]) AS rel", [sorted(self.losers)])
         files: dict[str, list[str]] = {}
         per_month = ledger.articles_per_month(self.source_files)
-        groups = assemble.month_groups(self.touched, per_month, assemble.MERGE_ARTICLES)
+        groups = merge.month_groups(self.touched, per_month, merge.MERGE_ARTICLES)
 
-        def merge(table: schema.Table) -> list[str]:
+        def merge_table(table: schema.Table) -> list[str]:
             cursor = con.cursor()  # one connection per thread; DuckDB and Parquet writes release the GIL
             try:
                 out = os.path.join(self.build_dir, table.name)
                 staging = self.staging_files.get(table.name, [])
-                return assemble.merge_partitioned(cursor, table, self.previous, staging, groups, out)
+                return merge.merge_partitioned(cursor, table, self.previous, staging, groups, out)
             finally:
                 cursor.close()
 
         with ThreadPoolExecutor(max_workers=max(1, min(2, s.workers))) as pool:
-            for table, names in zip(schema.DOCUMENT_TABLES, pool.map(merge, schema.DOCUMENT_TABLES), strict=True):
+            for table, names in zip(schema.DOCUMENT_TABLES, pool.map(merge_table, schema.DOCUMENT_TABLES), strict=True):
                 files[table.name] = names
                 fault_point(f"after_{table.name}")
         path = lambda t: [os.path.join(self.build_dir, t, f) for f in files[t]]  # noqa: E731
         if self.dead or self.files_parsed or self.previous is None:
-            providers = assemble.derive_providers(con, path("articles"), path("related_articles"))
+            providers = merge.derive_providers(con, path("articles"), path("related_articles"))
         else:
             providers = pq.read_table(self.previous.table_files("providers"))
         con.close()
         for table in schema.DOCUMENT_TABLES:
-            self.rows[table.name] = assemble.count_rows(path(table.name))
+            self.rows[table.name] = merge.count_rows(path(table.name))
         self.rows["providers"] = providers.num_rows
         counted = ledger.counts(self.source_files)
         self.manifest_shape = (counted.pop("manifest_rows"), counted.pop("manifest_paths"))
@@ -290,8 +291,8 @@ class Run:
         for name, data in small.items():
             table = schema.table(name)
             os.makedirs(os.path.join(self.build_dir, name))
-            assemble.write_table(os.path.join(self.build_dir, name, assemble.DATA_FILE), table, data)
-            files[name] = [assemble.DATA_FILE]
+            merge.write_table(os.path.join(self.build_dir, name, merge.DATA_FILE), table, data)
+            files[name] = [merge.DATA_FILE]
         self.files = files
         self.timings["build"] = time.perf_counter() - t0
 
@@ -303,7 +304,7 @@ class Run:
         if failures:
             raise ChecksFailed("post-load checks failed, previous snapshot kept: " + "; ".join(failures))
 
-    def publish(self) -> store.Snapshot:
+    def publish(self) -> commits.Snapshot:
         """Seal, commit (atomic), rebuild the catalog, collect garbage."""
         t0 = time.perf_counter()
         s = self.settings
@@ -314,15 +315,15 @@ class Run:
             "files": self.files,
             "rows": self.rows,
         }
-        snap = store.seal_snapshot(self.build_dir, s.warehouse, meta)
+        snap = commits.seal_snapshot(self.build_dir, s.warehouse, meta)
         visible = {x for x in (self.previous.id if self.previous else None, catalog_snapshot_id(s.warehouse)) if x}
-        store.retire(s.warehouse, visible)
+        commits.retire(s.warehouse, visible)
         fault_point("before_commit")
-        store.commit(s.warehouse, snap)
+        commits.commit(s.warehouse, snap)
         fault_point("after_commit")
         build_catalog(s.warehouse, snap, self.staging)
         self.snapshot = snap
-        store.collect_garbage(s.warehouse, {snap.id}, s.gc_grace_seconds)
+        commits.collect_garbage(s.warehouse, {snap.id}, s.gc_grace_seconds)
         self.timings["publish"] = time.perf_counter() - t0
         return snap
 
@@ -330,7 +331,7 @@ class Run:
         """Record why this run failed (only when it held the lock: a locked-out run did nothing)."""
         if self.lock is not None:
             message = " ".join(str(exc).split()) or type(exc).__name__
-            store.record_failure(self.settings.warehouse, self.run_id, self.clock().isoformat(), message)
+            commits.record_failure(self.settings.warehouse, self.run_id, self.clock().isoformat(), message)
 
     def close(self) -> None:
         """Remove this run's staging folder and release the lock (also after failures)."""

@@ -22,11 +22,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import schema
-from .errors import PipelineError
-from .extract import Loaded, extract, read_capped, sha256
-from .normalize import Source
-from .problems import Problem, ProblemError
+from pipeline.errors import PipelineError
+from pipeline.read.extract import Loaded, extract, read_capped, sha256
+from pipeline.read.normalize import Source
+from pipeline.read.problems import Problem, ProblemError
+from pipeline.warehouse import schema
 
 # Hidden staging columns: which file a row came from and its partition.
 STAGING_EXTRA = [pa.field("_source", pa.string(), nullable=False), pa.field("_month", pa.string(), nullable=False)]

@@ -18,7 +18,7 @@ import frontmatter
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .problems import Problem, ProblemError
+from pipeline.read.problems import Problem, ProblemError
 
 MAX_DEPTH = 64  # real seeds nest 4 levels (related[].images[].url)
 

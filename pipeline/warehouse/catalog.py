@@ -14,8 +14,8 @@ import os
 
 import duckdb
 
-from . import schema
-from .store import CATALOG, Snapshot, _fsync_dir
+from pipeline.warehouse import schema
+from pipeline.warehouse.commits import CATALOG, Snapshot, _fsync_dir
 
 
 def _quote(text: str) -> str:

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from .problems import Problem
+from pipeline.read.problems import Problem
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import NamedTuple
 
-from .problems import Problem
+from pipeline.read.problems import Problem
 
 
 class Found(NamedTuple):

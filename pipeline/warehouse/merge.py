@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import schema
-from .store import Snapshot, link_or_copy
+from pipeline.warehouse import schema
+from pipeline.warehouse.commits import Snapshot, link_or_copy
 
 EMPTY_FILE = "empty.parquet"
 DATA_FILE = "data.parquet"

@@ -12,8 +12,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from . import schema
-from .problems import Problem
+from pipeline.read.problems import Problem
+from pipeline.warehouse import schema
 
 SCHEMA = schema.SOURCE_FILES.arrow_schema()
 DISCOVERED = pa.schema(

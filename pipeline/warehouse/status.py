@@ -7,14 +7,14 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from . import schema, store
+from pipeline.warehouse import commits, schema
 
 
 def warehouse_status(warehouse: str, now: datetime, max_age: timedelta | None) -> dict[str, Any]:
     """Last runs, row counts, rejects and age; ``healthy`` is False when it should page someone."""
-    snap = store.read_current(warehouse)
+    snap = commits.read_current(warehouse)
     if snap is None:
-        failure = store.read_failure(warehouse)
+        failure = commits.read_failure(warehouse)
         why = f"no published snapshot; last failure: {failure['error']}" if failure else "no published snapshot"
         return {"warehouse": warehouse, "healthy": False, "problem": why, "runs": []}
     runs = pq.read_table(snap.table_files("load_runs")).to_pylist()
@@ -28,7 +28,7 @@ def warehouse_status(warehouse: str, now: datetime, max_age: timedelta | None) -
         values = pq.read_table(articles, columns=["published_at"]).column(0)
         newest = max((v for v in values.to_pylist() if v is not None), default=None)
     problem: str | None = None
-    failure = store.read_failure(warehouse)
+    failure = commits.read_failure(warehouse)
     if failure and failure["failed_at"] > last["finished_at"].isoformat():
         problem = f"last run {failure['run_id']} failed at {failure['failed_at']}: {failure['error']}"
     elif max_age is not None and age > max_age:

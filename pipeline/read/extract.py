@@ -13,10 +13,10 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from .contract import Checked, check_document
-from .normalize import Rows, Source, normalize
-from .problems import Problem, ProblemError
-from .strict_yaml import StrictYAMLHandler
+from pipeline.read.contract import Checked, check_document
+from pipeline.read.normalize import Rows, Source, normalize
+from pipeline.read.problems import Problem, ProblemError
+from pipeline.read.strict_yaml import StrictYAMLHandler
 
 # C0 controls but tab/LF/CR, DEL, and C1 controls (U+0085 NEL is a line break to YAML 1.1, so
 # a quoted title containing it would silently become a space).

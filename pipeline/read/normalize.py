@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .contract import Checked
+from pipeline.read.contract import Checked
 
 UNDATED = "undated"
 _DEFAULT_PORTS = {"http": 80, "https": 443}

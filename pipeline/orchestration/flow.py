@@ -11,7 +11,7 @@ has a timeout.
 from __future__ import annotations
 
 # Absolute imports: Prefect deployments load this file by path as a top-level module `flow`.
-from pipeline import prefect_env
+from pipeline.orchestration import prefect_env
 
 prefect_env.apply_defaults()
 
@@ -26,7 +26,7 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 
 from pipeline.config import load_settings  # noqa: E402
-from pipeline.engine import Run, make_run_id, utc_now  # noqa: E402
+from pipeline.engine.stages import Run, make_run_id, utc_now  # noqa: E402
 from pipeline.report import rejects_markdown, run_summary, summary_markdown  # noqa: E402
 
 

@@ -16,15 +16,15 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import schema, store
-from .catalog import memory_connection
-from .errors import QueryError
+from pipeline.errors import QueryError
+from pipeline.warehouse import commits, schema
+from pipeline.warehouse.catalog import memory_connection
 
 READ_ONLY = {"SELECT", "EXPLAIN"}
 
 
 def connect(warehouse: str) -> duckdb.DuckDBPyConnection:
-    con = memory_connection(store.require_current(warehouse))
+    con = memory_connection(commits.require_current(warehouse))
     con.execute("SET lock_configuration = true")
     return con
 

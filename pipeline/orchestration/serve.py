@@ -35,7 +35,7 @@ def serve(parameters: dict[str, Any], cron: str | None, interval: float | None, 
     from prefect import serve as prefect_serve
     from prefect.deployments.runner import RunnerDeployment
 
-    from .flow import ingest
+    from pipeline.orchestration.flow import ingest
 
     deployment = ingest.to_deployment(name=name, parameters=parameters, **deployment_options(cron, interval, collision))
     assert isinstance(deployment, RunnerDeployment)  # sync context: not a coroutine

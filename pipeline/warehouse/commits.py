@@ -24,7 +24,7 @@ from typing import Any
 
 import filelock
 
-from .errors import NoWarehouse, WarehouseLocked
+from pipeline.errors import NoWarehouse, WarehouseLocked
 
 SNAPSHOTS = "snapshots"
 STAGING = "staging"
