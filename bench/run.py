@@ -57,7 +57,7 @@ from typing import Any
 import duckdb
 import pyarrow.parquet as pq
 
-from pipeline import envs, generate
+from . import envs, generate
 
 REPO = Path(__file__).resolve().parent.parent
 BASELINES = REPO / "bench" / "baselines"

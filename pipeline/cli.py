@@ -12,16 +12,22 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pipeline.config import FLOW_PARAMETERS, RUNNERS
 from pipeline.errors import ConfigError, PipelineError
+
+if TYPE_CHECKING:
+    from pipeline.storage.location import Location
 
 ORCHESTRATORS = ("prefect", "none")
 
 
 def _add_common(p: argparse.ArgumentParser, seeds: bool = True, warehouse: bool = True) -> None:
     if seeds:
-        p.add_argument("--seeds", help="folder of seed documents (default ./seeds, env PIPELINE_SEEDS)")
+        p.add_argument(
+            "--seeds", help="folder or s3://bucket/prefix of seed documents (default ./seeds, env PIPELINE_SEEDS)"
+        )
         p.add_argument(
             "--pattern",
             action="append",
@@ -32,7 +38,30 @@ def _add_common(p: argparse.ArgumentParser, seeds: bool = True, warehouse: bool 
         p.add_argument("--max-file-bytes", type=int, help="size cap per file (default 5 MiB)")
         p.add_argument("--workers", type=int, help="parser processes (default: CPU count)")
     if warehouse:
-        p.add_argument("--warehouse", help="warehouse folder (default ./warehouse, env PIPELINE_WAREHOUSE)")
+        p.add_argument(
+            "--warehouse", help="warehouse folder or s3://bucket/prefix (default ./warehouse, env PIPELINE_WAREHOUSE)"
+        )
+    p.add_argument(
+        "--storage-option",
+        action="append",
+        dest="storage_option",
+        metavar="KEY=VALUE",
+        help="extra s3fs option, repeatable (value parsed as JSON when it can be, e.g. anon=true); "
+        "endpoint and keys come from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION",
+    )
+
+
+def _add_runner(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--runner",
+        choices=RUNNERS,
+        help="where parsing and merges run: local worker processes (default) or a Dask cluster (env PIPELINE_RUNNER)",
+    )
+    p.add_argument(
+        "--dask-address",
+        metavar="tcp://HOST:PORT",
+        help="scheduler of a running Dask cluster (default: start a LocalCluster; env PIPELINE_DASK_ADDRESS)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="load seeds into the warehouse and publish a new snapshot")
     _add_common(run)
+    _add_runner(run)
     run.add_argument(
         "--wait", type=float, dest="wait_seconds", help="seconds to wait for another run's lock (default 0)"
     )
@@ -78,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="serve the ingest flow as a Prefect deployment on a schedule")
     _add_common(serve)
+    _add_runner(serve)
     group = serve.add_mutually_exclusive_group()
     group.add_argument("--cron", help="cron schedule (default '0 * * * *': hourly)")
     group.add_argument("--interval", type=float, help="interval in seconds")
@@ -91,9 +122,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _storage_options(pairs: list[str] | None) -> str | None:
+    """--storage-option KEY=VALUE pairs as the JSON object Settings keeps (None when none given)."""
+    if not pairs:
+        return None
+    import json
+
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--storage-option {pair!r}: use KEY=VALUE")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    return json.dumps(options, sort_keys=True)
+
+
 def _settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("seeds", "warehouse", "patterns", "max_file_bytes", "workers", "wait_seconds")
-    return {k: getattr(args, k, None) for k in keys}
+    keys = ("seeds", "warehouse", "patterns", "max_file_bytes", "workers", "wait_seconds", "runner", "dask_address")
+    values = {k: getattr(args, k, None) for k in keys}
+    values["storage_options"] = _storage_options(getattr(args, "storage_option", None))
+    return values
 
 
 class _Progress:
@@ -120,17 +171,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.orchestrator == "none":
         from pipeline.engine.stages import make_run_id, run_all, utc_now
 
-        run = run_all(settings, make_run_id(utc_now()), progress=progress)
-        summary = report.run_summary(run)
+        state = run_all(settings, make_run_id(utc_now()), progress=progress)
+        summary = report.run_summary(state)
     else:
         from pipeline.orchestration import prefect_env
 
         prefect_env.apply_defaults(debug=args.debug)
+        if settings.runner == "dask":
+            prefect_env.require_api("--runner dask")
         from pipeline.orchestration.flow import ingest
         from pipeline.orchestration.prefect_support import call_flow, wait_for_task_run_records
 
         os.environ["PIPELINE_PROGRESS"] = "0" if args.quiet else "1"
-        summary = call_flow(ingest, **{k: v for k, v in vars(settings).items() if k in _FLOW_PARAMS})
+        summary = call_flow(ingest, **{k: v for k, v in vars(settings).items() if k in FLOW_PARAMETERS})
         wait_for_task_run_records(summary["flow_run_id"])
         total = time.perf_counter() - t0
         summary["prefect_seconds"] = round(total - (summary["pipeline_seconds"] or 0.0), 3)
@@ -139,9 +192,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         print(report.format_summary(summary))
     return 0
-
-
-_FLOW_PARAMS = ("seeds", "warehouse", "patterns", "workers", "max_file_bytes", "wait_seconds")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -155,10 +205,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if any(not e["ok"] for e in entries) else 0
 
 
-def _warehouse(args: argparse.Namespace) -> str:
+def _warehouse(args: argparse.Namespace) -> Location:
     from pipeline.config import load_settings
 
-    return os.path.abspath(load_settings(_settings_overrides(args)).warehouse)
+    return load_settings(_settings_overrides(args)).warehouse_location()
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -202,23 +252,25 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+
+    from pipeline.config import load_settings
     from pipeline.warehouse import commits
     from pipeline.warehouse.catalog import build_catalog
 
-    warehouse = _warehouse(args)
-    lock = commits.acquire_lock(warehouse, 60)
+    settings = load_settings(_settings_overrides(args))
+    warehouse = settings.warehouse_location()
+    lock = commits.acquire(warehouse, "catalog-rebuild", 60, settings.lease_seconds)
+    tmp = tempfile.mkdtemp(prefix="pipeline-catalog-")
     try:
-        snap = commits.require_current(warehouse)
-        tmp = commits.staging_dir(warehouse, "catalog-rebuild")
-        try:
-            path = build_catalog(warehouse, snap, tmp)
-        finally:
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
+        snap = commits.require_newest(warehouse)
+        commits.project(warehouse, snap, tmp)
+        path = build_catalog(warehouse, snap, tmp)
     finally:
+        shutil.rmtree(tmp, ignore_errors=True)
         lock.release()
-    print(f"rebuilt {path} for snapshot {snap.id}")
+    print(f"rebuilt {path} for snapshot {snap.id} (version {snap.version})")
     return 0
 
 
@@ -238,7 +290,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pipeline.orchestration.serve import serve
 
     settings = load_settings(_settings_overrides(args)).resolved()  # absolute paths for every run
-    params = {k: v for k, v in vars(settings).items() if k in _FLOW_PARAMS}
+    if settings.runner == "dask":
+        prefect_env.require_api("--runner dask")
+    params = {k: v for k, v in vars(settings).items() if k in FLOW_PARAMETERS}
     serve(params, cron=args.cron, interval=args.interval, name=args.name, collision=args.collision)
     return 0
 

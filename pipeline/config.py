@@ -2,52 +2,98 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pipeline.errors import ConfigError
+from pipeline.storage.location import Location
 
+_MEMORY = re.compile(r"^\d+(\.\d+)?\s*(%|B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", re.IGNORECASE)
 DEFAULT_PATTERNS = ("*.md", "*.markdown", "*.txt")
+RUNNERS = ("processes", "dask")
+# Settings a Prefect run of `ingest` takes as parameters (the flow's signature must match; a test checks).
+FLOW_PARAMETERS = (
+    "seeds",
+    "warehouse",
+    "patterns",
+    "workers",
+    "max_file_bytes",
+    "wait_seconds",
+    "runner",
+    "dask_address",
+)
 
 
 @dataclass(frozen=True)
 class Settings:
-    seeds: str = "seeds"
-    warehouse: str = "warehouse"
+    seeds: str = "seeds"  # a folder, file:///folder or s3://bucket/prefix
+    warehouse: str = "warehouse"  # likewise
     patterns: tuple[str, ...] = DEFAULT_PATTERNS
     max_file_bytes: int = 5 * 1024 * 1024  # real seeds are ~5 KB
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     batch_size: int = 1000  # files per parse task; small folders get smaller batches
     wait_seconds: float = 0.0  # how long to wait for another run's lock
-    gc_grace_seconds: float = 3600.0  # old snapshots outlive their replacement this long
+    gc_grace_seconds: float = 3600.0  # retired snapshots and unreferenced files outlive their use this long
     memory_limit: str = "1GB"  # DuckDB's budget while merging; it spills beyond
+    runner: str = "processes"  # where parsing and merges run: local processes, or a Dask cluster
+    dask_address: str | None = None  # tcp://host:port of a running Dask scheduler; None starts a LocalCluster
+    storage_options: str = "{}"  # extra s3fs options as JSON (endpoint and keys come from AWS_* variables)
+    lease_seconds: float = 60.0  # object stores: a writer lease not renewed for this long can be taken over
 
     def resolved(self) -> Settings:
-        """Absolute paths; checks that fail early with a one-line message."""
-        seeds = os.path.abspath(self.seeds)
-        warehouse = os.path.abspath(self.warehouse)
-        if not os.path.isdir(seeds):
+        """Absolute local paths (URLs kept); checks that fail early with a one-line message."""
+        seeds, warehouse = self.seeds_location(), self.warehouse_location()
+        if seeds.local and not os.path.isdir(seeds.root):
             raise ConfigError(f"seeds folder not found: {self.seeds}")
-        if os.path.commonpath([seeds, warehouse]) in (seeds,):
+        if seeds.contains(warehouse):
             raise ConfigError("the warehouse must not be inside the seeds folder")
         if not self.patterns or any(not p or "/" in p for p in self.patterns):
             raise ConfigError(f"file patterns must be non-empty names like *.md, got {self.patterns!r}")
         if self.max_file_bytes <= 0 or self.workers <= 0 or self.batch_size <= 0:
             raise ConfigError("max_file_bytes, workers and batch_size must be positive")
-        return replace(self, seeds=seeds, warehouse=warehouse)
+        if not _MEMORY.match(self.memory_limit.strip()):
+            raise ConfigError(f"memory limit {self.memory_limit!r}: use a size such as 1GB, 512MB or 50%")
+        if self.runner not in RUNNERS:
+            raise ConfigError(f"unknown runner {self.runner!r}: use {' or '.join(RUNNERS)}")
+        return replace(self, seeds=seeds.url, warehouse=warehouse.url)
+
+    def _options(self) -> dict[str, Any]:
+        try:
+            value = json.loads(self.storage_options or "{}")
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            raise ConfigError(f"storage options must be a JSON object, got {self.storage_options!r}")
+        return value
+
+    def seeds_location(self) -> Location:
+        return Location.parse(self.seeds, self._options())
+
+    def warehouse_location(self) -> Location:
+        return Location.parse(self.warehouse, self._options())
+
+
+def _patterns(value: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in value.split(",") if p.strip())
 
 
 _ENV: dict[str, tuple[str, Any]] = {
     "PIPELINE_SEEDS": ("seeds", str),
     "PIPELINE_WAREHOUSE": ("warehouse", str),
-    "PIPELINE_PATTERNS": ("patterns", lambda v: tuple(p.strip() for p in v.split(",") if p.strip())),
+    "PIPELINE_PATTERNS": ("patterns", _patterns),
     "PIPELINE_MAX_FILE_BYTES": ("max_file_bytes", int),
     "PIPELINE_WORKERS": ("workers", int),
     "PIPELINE_BATCH_SIZE": ("batch_size", int),
     "PIPELINE_WAIT_SECONDS": ("wait_seconds", float),
     "PIPELINE_GC_GRACE_SECONDS": ("gc_grace_seconds", float),
     "PIPELINE_MEMORY_LIMIT": ("memory_limit", str),
+    "PIPELINE_RUNNER": ("runner", str),
+    "PIPELINE_DASK_ADDRESS": ("dask_address", str),
+    "PIPELINE_STORAGE_OPTIONS": ("storage_options", str),
+    "PIPELINE_LEASE_SECONDS": ("lease_seconds", float),
 }
 
 

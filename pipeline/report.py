@@ -6,17 +6,21 @@ import json
 from typing import Any
 
 
-def run_summary(run: Any, prefect_seconds: float | None = None) -> dict[str, Any]:
-    """What a finished run did, as plain data (CLI output, Prefect artifact, JSON)."""
-    row = run.load_run
+def run_summary(state: Any, prefect_seconds: float | None = None) -> dict[str, Any]:
+    """What a finished run (the engine's final ``State``) did, as plain data (CLI output, Prefect artifact, JSON)."""
+    built, snap, ctx = state.built, state.snapshot, state.ctx
+    row = built.load_run if built else None
     work = (row["finished_at"] - row["started_at"]).total_seconds() if row else None
     return {
-        "run_id": run.run_id,
-        "snapshot_id": run.snapshot.id if run.snapshot else None,
-        "files": {k.removeprefix("files_"): v for k, v in run.counts.items()},
-        "rows": dict(run.rows),
-        "new_unknown_keys": list(run.new_unknown_keys),
-        "seconds": {k: round(v, 3) for k, v in run.timings.items()},
+        "run_id": ctx.run_id,
+        "snapshot_id": snap.id if snap else None,
+        "version": snap.version if snap else None,
+        "warehouse": ctx.warehouse.url,
+        "runner": ctx.settings.runner,
+        "files": {k.removeprefix("files_"): v for k, v in (built.counts if built else {}).items()},
+        "rows": dict(built.rows) if built else {},
+        "new_unknown_keys": list(built.new_unknown_keys) if built else [],
+        "seconds": {k: round(v, 3) for k, v in state.timings.items()},
         "pipeline_seconds": round(work, 3) if work is not None else None,
         "prefect_seconds": round(prefect_seconds, 3) if prefect_seconds is not None else None,
     }
@@ -29,6 +33,11 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"{f['rejected']} rejected, {f['duplicate']} duplicates",
         f"  changes: {f['new']} new, {f['changed']} changed, {f['unchanged']} unchanged, {f['deleted']} deleted "
         f"({f['parsed']} parsed)",
+        *(
+            [f"  {f['unlisted']} files kept as they were: their folder could not be listed (see rejects)"]
+            if f.get("unlisted")
+            else []
+        ),
         "  rows: " + ", ".join(f"{t} {n}" for t, n in summary["rows"].items()),
     ]
     if summary["new_unknown_keys"]:

@@ -503,7 +503,7 @@ def test_every_discovered_file_is_accounted_for_once(specs: list[dict[str, Any]]
         cfg = Settings(seeds=str(seeds), warehouse=str(warehouse), workers=2)
 
         run = run_all(cfg, make_run_id(utc_now()))
-        expected = _check_run(warehouse, run.counts, specs)
+        expected = _check_run(warehouse, run.need("built").counts, specs)
         report = {e["path"]: e for e in validate_folder(cfg.resolved())}
         assert set(report) == set(expected)
         for rel, (status, stage, reason) in expected.items():
@@ -528,5 +528,5 @@ def test_every_discovered_file_is_accounted_for_once(specs: list[dict[str, Any]]
                 _write(seeds, spec, bump=1)
             survivors.append(spec)
         run2 = run_all(cfg, make_run_id(utc_now()))
-        _check_run(warehouse, run2.counts, survivors)
-        assert run2.counts["files_deleted"] == deleted
+        _check_run(warehouse, run2.need("built").counts, survivors)
+        assert run2.need("built").counts["files_deleted"] == deleted

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pipeline import faults
+
 from .conftest import cli_env, export_tables, run_cli
 
 EXPECTED_ROWS = {
@@ -146,7 +148,7 @@ def test_status_reports_health(load, warehouse: Path) -> None:
 
 def test_failed_run_makes_status_unhealthy(load, seeds: Path, warehouse: Path) -> None:
     load()
-    env = cli_env(PIPELINE_MEMORY_LIMIT="not-a-size")
+    env = cli_env(**{faults.FAIL_AT: "build"})
     proc = load(check=False, env=env)
     assert proc.returncode != 0 and proc.stderr.count("\n") == 1
     info = json.loads(run_cli("status", "--warehouse", str(warehouse), "--format", "json", check=False).stdout)

@@ -16,6 +16,9 @@ from typing import Any
 
 import pytest
 
+from pipeline import faults
+from pipeline.engine.stages import STAGES as ENGINE_STAGES
+
 from .conftest import REPO, run_cli
 from .prefect_server import (
     PREFECT,
@@ -31,7 +34,7 @@ from .prefect_server import (
 
 pytestmark = pytest.mark.server
 
-STAGES = ["prepare", "discover-and-plan", "parse", "build-snapshot", "post-load-checks", "publish"]
+STAGES = [stage.name for stage in ENGINE_STAGES]
 
 
 @pytest.fixture(scope="module")
@@ -122,32 +125,27 @@ def test_failed_run_is_one_line_and_failed_in_prefect(server: PrefectServer, see
         str(seeds),
         "--warehouse",
         str(warehouse),
-        env=server.client_env(PIPELINE_MEMORY_LIMIT="not-a-size"),  # DuckDB refuses it: build-snapshot fails
+        env=server.client_env(**{faults.FAIL_AT: "build"}),
         check=False,
     )
     assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
     assert proc.stdout == ""
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("pipeline: "), proc.stderr[-4000:]
-    assert "Memory" in lines[0]
+    assert "injected failure at stage build" in lines[0]
 
     # The module's server also holds the other tests' runs: pick this run by its parameters.
     [flow_run] = [r for r in flow_runs_named(server, "ingest-seeds-") if r.parameters.get("seeds") == str(seeds)]
     assert flow_run.state_type.value == "FAILED", flow_run.state
-    assert "Memory" in flow_run.state.message
+    assert "injected failure" in flow_run.state.message
     tasks = {task_name(t): t.state_type.value for t in final_task_runs(server, flow_run.id, 4)}
-    assert tasks == {
-        "prepare": "COMPLETED",
-        "discover-and-plan": "COMPLETED",
-        "parse": "COMPLETED",
-        "build-snapshot": "FAILED",
-    }
+    assert tasks == {"plan": "COMPLETED", "parse": "COMPLETED", "resolve": "COMPLETED", "build": "FAILED"}
 
     status = run_cli("status", "--warehouse", str(warehouse), "--format", "json", check=False)
     assert status.returncode == 1, status.stdout
     after = json.loads(status.stdout)
     assert after["healthy"] is False
-    assert "failed" in after["problem"] and "Memory" in after["problem"], after["problem"]
+    assert "failed" in after["problem"] and "injected failure" in after["problem"], after["problem"]
     assert after["snapshot_id"] == before["snapshot_id"]  # the previous snapshot is kept
 
 

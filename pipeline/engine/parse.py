@@ -1,18 +1,21 @@
 """Parse batches of files in worker processes, writing rows straight to staging Parquet.
 
-Workers return only small per-file outcomes; rows never travel back to the
-parent as Python objects (pickling dicts costs ~25% of parse time). A worker
-that dies (libyaml can segfault on some inputs) takes down only its batch,
-which is then bisected in fresh processes until the one file that kills the
-parser is found and quarantined; every other file still loads.
+A batch is a ``BatchSpec``: small, frozen and picklable (paths, sizes, hashes, two
+locations), so it can go to a local process or a Dask worker. Workers return only small
+per-file outcomes; rows never travel back as Python objects (pickling dicts costs ~25%
+of parse time). Objects in a bucket are fetched concurrently, a bounded slice at a time.
+
+A worker that dies (libyaml can segfault on some inputs) takes down only its batch,
+which is then bisected in fresh processes until the one file that kills the parser is
+found and quarantined as ``parser_crash``; every other file still loads. On Dask, each
+worker thread keeps one such child process, so a crash never kills the Dask worker.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import os
 import secrets
-import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -22,24 +25,48 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline import faults
 from pipeline.errors import PipelineError
 from pipeline.read.extract import Loaded, extract, read_capped, sha256
 from pipeline.read.normalize import Source
 from pipeline.read.problems import Problem, ProblemError
+from pipeline.storage.location import Location
 from pipeline.warehouse import schema
 
 # Hidden staging columns: which file a row came from and its partition.
 STAGING_EXTRA = [pa.field("_source", pa.string(), nullable=False), pa.field("_month", pa.string(), nullable=False)]
-FAULT_CRASH_ENV = "PIPELINE_FAULT_CRASH_ON"  # test hook: a worker dies on files whose path contains this
+FETCH_SLICE_FILES = 128  # object-store reads: at most this many objects ...
+FETCH_SLICE_BYTES = 64 * 1024 * 1024  # ... or bytes held in memory at once per batch
 
 
 @dataclass(frozen=True)
 class Job:
     rel: str
-    path: str
     size: int
     mtime_ns: int
-    old_sha: str | None  # content hash of the last loaded version, when known
+    etag: str | None = None
+    target: str | None = None  # local symlink target inside the seeds folder
+    old_sha: str | None = None  # content hash of the last loaded version, when known
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """Everything a worker needs for one batch; nothing here holds a handle, lock or client."""
+
+    batch_no: int
+    jobs: tuple[Job, ...]
+    seeds: Location
+    staging: Location  # folder (prefix) for this batch's staging Parquet
+    run_id: str
+    max_bytes: int
+
+    def split(self) -> tuple[BatchSpec, BatchSpec]:
+        mid = len(self.jobs) // 2
+        tag = self.batch_no * 2
+        return (
+            BatchSpec(tag, self.jobs[:mid], self.seeds, self.staging, self.run_id, self.max_bytes),
+            BatchSpec(tag + 1, self.jobs[mid:], self.seeds, self.staging, self.run_id, self.max_bytes),
+        )
 
 
 @dataclass
@@ -47,10 +74,11 @@ class Outcome:
     """What became of one file in this run."""
 
     rel: str
-    size: int
-    mtime_ns: int
+    size: int | None
+    mtime_ns: int | None
     sha: str | None
     status: str  # loaded | rejected | unchanged
+    etag: str | None = None
     article_id: str | None = None
     month: str | None = None
     problem: Problem | None = None
@@ -60,7 +88,12 @@ class Outcome:
 @dataclass
 class BatchResult:
     outcomes: list[Outcome]
-    staging: dict[str, str] = field(default_factory=dict)  # table -> staging file
+    staging: dict[str, list[str]] = field(default_factory=dict)  # table -> staging file URLs/paths
+
+    def extend(self, other: BatchResult) -> None:
+        self.outcomes.extend(other.outcomes)
+        for table, files in other.staging.items():
+            self.staging.setdefault(table, []).extend(files)
 
 
 def batch_size(total: int, workers: int, cap: int) -> int:
@@ -72,29 +105,29 @@ def staging_schema(table: schema.Table) -> pa.Schema:
     return pa.schema(list(table.arrow_schema()) + STAGING_EXTRA)
 
 
-def _maybe_crash(rel: str) -> None:
-    marker = os.environ.get(FAULT_CRASH_ENV)
-    if marker and marker in rel:
-        os.kill(os.getpid(), signal.SIGSEGV)
+def _too_large(max_bytes: int) -> Problem:
+    return Problem("read", "too_large", f"file is larger than the {max_bytes:,}-byte cap (max_file_bytes)")
 
 
-def process_file(job: Job, run_id: str, max_bytes: int) -> tuple[Outcome, Loaded | None]:
-    """Read, hash and (unless unchanged) parse one file."""
-    try:
-        if job.size > max_bytes:
-            raise ProblemError(
-                Problem("read", "too_large", f"file is larger than the {max_bytes:,}-byte cap (max_file_bytes)")
-            )
-        data = read_capped(job.path, max_bytes)
-    except ProblemError as exc:
-        return Outcome(job.rel, job.size, job.mtime_ns, None, "rejected", problem=exc.problem), None
-    except OSError as exc:
-        problem = Problem("read", "unreadable", f"cannot read file: {exc.strerror or exc}")
-        return Outcome(job.rel, job.size, job.mtime_ns, None, "rejected", problem=problem), None
+def _rejected(job: Job, problem: Problem, size: int | None = None, sha: str | None = None) -> Outcome:
+    return Outcome(
+        job.rel, job.size if size is None else size, job.mtime_ns, sha, "rejected", job.etag, problem=problem
+    )
+
+
+def process_file(job: Job, data: bytes | BaseException, run_id: str, max_bytes: int) -> tuple[Outcome, Loaded | None]:
+    """Hash and (unless unchanged) parse one file's bytes (or the error reading them)."""
+    if isinstance(data, ProblemError):
+        return _rejected(job, data.problem), None
+    if isinstance(data, BaseException):
+        why = getattr(data, "strerror", None) or str(data) or type(data).__name__
+        return _rejected(job, Problem("read", "unreadable", f"cannot read file: {why}")), None
+    if len(data) > max_bytes:
+        return _rejected(job, _too_large(max_bytes)), None
     digest = sha256(data)
     if digest == job.old_sha:
-        return Outcome(job.rel, len(data), job.mtime_ns, digest, "unchanged"), None
-    _maybe_crash(job.rel)
+        return Outcome(job.rel, len(data), job.mtime_ns, digest, "unchanged", job.etag), None
+    faults.crash_on(job.rel)
     try:
         result: Loaded | Problem = extract(data, Source(job.rel, digest), run_id)
     except Exception as exc:  # a bug on one odd file must not stop the others
@@ -104,13 +137,14 @@ def process_file(job: Job, run_id: str, max_bytes: int) -> tuple[Outcome, Loaded
             f"the pipeline failed on this file ({type(exc).__name__}: {exc}); please report it with the file",
         )
     if isinstance(result, Problem):
-        return Outcome(job.rel, len(data), job.mtime_ns, digest, "rejected", problem=result), None
+        return _rejected(job, result, len(data), digest), None
     outcome = Outcome(
         job.rel,
         len(data),
         job.mtime_ns,
         digest,
         "loaded",
+        job.etag,
         article_id=result.rows.article_id,
         month=result.rows.month,
         unknown_keys=tuple(sorted(result.unknown_keys)),
@@ -118,9 +152,45 @@ def process_file(job: Job, run_id: str, max_bytes: int) -> tuple[Outcome, Loaded
     return outcome, result
 
 
-def _write_staging(loaded: list[tuple[Outcome, Loaded]], folder: str, batch_no: int) -> dict[str, str]:
-    files: dict[str, str] = {}
-    token = secrets.token_hex(6)
+def _read_local(spec: BatchSpec, job: Job) -> bytes | BaseException:
+    if job.size > spec.max_bytes:
+        return ProblemError(_too_large(spec.max_bytes))
+    try:
+        return read_capped(job.target or spec.seeds.join(job.rel), spec.max_bytes)
+    except (ProblemError, OSError) as exc:
+        return exc
+
+
+def _slices(spec: BatchSpec) -> Iterator[list[Job]]:
+    """Jobs in slices bounded by count and listed bytes, so a batch of big objects never fills memory."""
+    part: list[Job] = []
+    held = 0
+    for job in spec.jobs:
+        if part and (len(part) >= FETCH_SLICE_FILES or held + job.size > FETCH_SLICE_BYTES):
+            yield part
+            part, held = [], 0
+        part.append(job)
+        held += min(job.size, spec.max_bytes)
+    if part:
+        yield part
+
+
+def _contents(spec: BatchSpec) -> Iterator[tuple[Job, bytes | BaseException]]:
+    if spec.seeds.local:
+        for job in spec.jobs:
+            yield job, _read_local(spec, job)
+        return
+    for part in _slices(spec):
+        wanted = [j for j in part if j.size <= spec.max_bytes]
+        contents = spec.seeds.fetch_many([j.rel for j in wanted], spec.max_bytes)
+        fetched = dict(zip((j.rel for j in wanted), contents, strict=True))
+        for job in part:
+            yield job, fetched.get(job.rel, ProblemError(_too_large(spec.max_bytes)))
+
+
+def _write_staging(loaded: list[tuple[Outcome, Loaded]], spec: BatchSpec) -> dict[str, list[str]]:
+    files: dict[str, list[str]] = {}
+    token = secrets.token_hex(6)  # unique per call: a run may parse in several rounds and bisect batches
     for table in schema.DOCUMENT_TABLES:
         rows: list[tuple[object, ...]] = []
         for outcome, item in loaded:
@@ -129,84 +199,87 @@ def _write_staging(loaded: list[tuple[Outcome, Loaded]], folder: str, batch_no: 
         target = staging_schema(table)
         columns: list[Any] = list(zip(*rows, strict=True)) if rows else [[] for _ in target]
         arrays = [pa.array(col, type=f.type) for col, f in zip(columns, target, strict=True)]
-        # Unique per call: a run may parse in several rounds (promoted duplicates), each restarting batch numbers.
-        path = os.path.join(folder, f"{table.name}-{batch_no:06d}-{token}.parquet")
-        pq.write_table(pa.Table.from_arrays(arrays, schema=target), path, compression="lz4")
-        files[table.name] = path
+        name = f"{table.name}-{spec.batch_no:06d}-{token}.parquet"
+        with spec.staging.open_write(name) as fh:
+            pq.write_table(pa.Table.from_arrays(arrays, schema=target), fh, compression="lz4")
+        files[table.name] = [spec.staging.join(name)]
     return files
 
 
-def process_batch(batch_no: int, jobs: list[Job], folder: str, run_id: str, max_bytes: int) -> BatchResult:
+def process_batch(spec: BatchSpec) -> BatchResult:
     """Worker entry point: one batch of files -> outcomes + staging files."""
     outcomes: list[Outcome] = []
     loaded: list[tuple[Outcome, Loaded]] = []
-    for job in jobs:
-        outcome, item = process_file(job, run_id, max_bytes)
+    for job, data in _contents(spec):
+        outcome, item = process_file(job, data, spec.run_id, spec.max_bytes)
         outcomes.append(outcome)
         if item is not None:
             loaded.append((outcome, item))
-    staging = _write_staging(loaded, folder, batch_no) if loaded else {}
+    staging = _write_staging(loaded, spec) if loaded else {}
     return BatchResult(outcomes, staging)
 
 
-def _crashed(job: Job) -> BatchResult:
+def crashed(job: Job) -> Outcome:
     problem = Problem(
         "yaml",
         "parser_crash",
         "the parser process crashed on this file (e.g. libyaml on pathological nesting); the file was isolated",
     )
-    return BatchResult([Outcome(job.rel, job.size, job.mtime_ns, None, "rejected", problem=problem)])
+    return _rejected(job, problem)
 
 
-class Parser:
-    """Runs batches on a process pool, isolating crashes by bisection."""
+class IsolatingPool:
+    """Runs batches on a process pool, isolating crashes by bisection; the pool is reused between calls."""
 
-    def __init__(self, workers: int, folder: str, run_id: str, max_bytes: int) -> None:
+    def __init__(self, workers: int) -> None:
         self.workers = max(1, workers)
-        self.folder = folder
-        self.run_id = run_id
-        self.max_bytes = max_bytes
-        self._next_batch = 0
         self._ctx = multiprocessing.get_context("spawn")
+        self._pool: ProcessPoolExecutor | None = None
 
-    def _pool(self, workers: int) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=workers, mp_context=self._ctx)
+    def _live_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=self._ctx)
+        return self._pool
 
-    def _submit(self, pool: ProcessPoolExecutor, jobs: list[Job]) -> Future[BatchResult]:
-        self._next_batch += 1
-        return pool.submit(process_batch, self._next_batch, jobs, self.folder, self.run_id, self.max_bytes)
+    def _discard_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
-    def run(self, batches: Iterable[list[Job]], on_done: Callable[[int], None] | None = None) -> Iterator[BatchResult]:
+    def close(self) -> None:
+        self._discard_pool()
+
+    def run(self, specs: Iterable[BatchSpec], on_done: Callable[[int], None] | None = None) -> Iterator[BatchResult]:
         """Yield results as batches finish (order not guaranteed).
 
         Batches are pulled lazily, a few per worker at a time, so a million-file plan never
         exists as Python objects all at once.
         """
-        suspects: list[list[Job]] = []
-        source = iter(batches)
-        pending: dict[Future[BatchResult], list[Job]] = {}
-        pool = self._pool(self.workers)
+        suspects: list[BatchSpec] = []
+        source = iter(specs)
+        pending: dict[Future[BatchResult], BatchSpec] = {}
+        pool = self._live_pool()
+
+        def top_up() -> None:
+            while not suspects and len(pending) < 2 * self.workers:
+                spec = next(source, None)
+                if spec is None:
+                    return
+                pending[pool.submit(process_batch, spec)] = spec
+
         try:
-
-            def top_up() -> None:
-                while not suspects and len(pending) < 2 * self.workers:
-                    jobs = next(source, None)
-                    if jobs is None:
-                        return
-                    pending[self._submit(pool, jobs)] = jobs
-
             top_up()
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    jobs = pending.pop(fut)
+                    spec = pending.pop(fut)
                     try:
                         result = fut.result()
                     except BrokenProcessPool:
-                        suspects.append(jobs)
+                        suspects.append(spec)
                         continue
                     if on_done:
-                        on_done(len(jobs))
+                        on_done(len(spec.jobs))
                     yield result
                 if suspects:
                     # The pool is broken: every pending batch fails too; collect them.
@@ -214,39 +287,63 @@ class Parser:
                     pending = {}
                 top_up()
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            if suspects or pending:
+                self._discard_pool()
         rest = list(source) if suspects else []  # batches never submitted: run after isolation
         if suspects:
             self._probe()
-        for jobs in suspects:
-            for result in self._isolate(jobs):
+        for spec in suspects:
+            for result in self._isolate(spec):
                 if on_done:
                     on_done(len(result.outcomes))
                 yield result
         if rest:
             yield from self.run(rest, on_done)
 
+    def run_one(self, spec: BatchSpec) -> BatchResult:
+        """One batch, crash-isolated, as one result (Dask tasks call this)."""
+        out = BatchResult([])
+        for result in self.run([spec]):
+            out.extend(result)
+        return out
+
     def _probe(self) -> None:
         """A worker that dies on an empty batch means no worker can run: fail the run, blame no file."""
         try:
-            with self._pool(1) as pool:
-                self._submit(pool, []).result()
+            with ProcessPoolExecutor(1, mp_context=self._ctx) as pool:
+                pool.submit(process_batch, BatchSpec(0, (), _NOWHERE, _NOWHERE, "probe", 1)).result()
         except BrokenProcessPool:
             raise PipelineError("parser worker processes cannot start (see the log above)") from None
 
-    def _isolate(self, jobs: list[Job]) -> Iterator[BatchResult]:
+    def _isolate(self, spec: BatchSpec) -> Iterator[BatchResult]:
         """Re-run a batch whose worker died, halving it until the culprit is alone."""
-        with self._pool(1) as pool:
-            fut = self._submit(pool, jobs)
+        with ProcessPoolExecutor(1, mp_context=self._ctx) as pool:
             try:
-                result = fut.result()
+                result: BatchResult | None = pool.submit(process_batch, spec).result()
             except BrokenProcessPool:
                 result = None
         if result is not None:
             yield result
-        elif len(jobs) == 1:
-            yield _crashed(jobs[0])
+        elif len(spec.jobs) == 1:
+            yield BatchResult([crashed(spec.jobs[0])])
         else:
-            mid = len(jobs) // 2
-            yield from self._isolate(jobs[:mid])
-            yield from self._isolate(jobs[mid:])
+            for half in spec.split():
+                yield from self._isolate(half)
+
+
+_NOWHERE = Location("file", "/nonexistent-pipeline-probe")
+_local = threading.local()
+
+
+def isolated_batch(spec: BatchSpec) -> BatchResult:
+    """Run one batch in this worker's child process (created once per worker thread and reused).
+
+    Where this process may not have children (a daemonic Dask worker), the batch runs
+    in-process: a parser crash then costs the Dask worker, and Dask reports the batch failed.
+    """
+    if multiprocessing.current_process().daemon:
+        return process_batch(spec)
+    pool: IsolatingPool | None = getattr(_local, "pool", None)
+    if pool is None:
+        pool = _local.pool = IsolatingPool(1)
+    return pool.run_one(spec)

@@ -1,40 +1,40 @@
-"""The pipeline's stages as plain functions over one ``Run``; the flow and the CLI only wire them.
+"""The pipeline's stages: plain functions over frozen values; the flow and the CLI only wire them.
 
-prepare -> plan -> parse -> resolve -> build -> check -> publish. Nothing is
-visible to readers until ``publish`` swaps ``current``; a failure or a kill at
-any earlier point leaves the previous snapshot published and untouched.
+    open_run -> plan -> parse -> resolve -> build -> check -> publish -> close_run
+
+Each stage takes the ``State`` so far and returns a new one with its own output added
+(frozen dataclasses: nothing is mutated in place, every input is explicit). What runs
+in parallel (parse batches, merges) goes to a ``Fanout`` as small picklable specs.
+``STAGES`` is the one list of stages: ``run_all`` (``--orchestrator none``) and the
+Prefect flow both walk it. Nothing is visible to readers until ``publish`` commits.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
-import shutil
-import signal
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from pipeline import faults
 from pipeline.config import Settings
-from pipeline.engine.parse import Job, Outcome, Parser, batch_size
-from pipeline.errors import ChecksFailed
+from pipeline.engine.fanout import Fanout, local_or_dask
+from pipeline.engine.parse import BatchResult, BatchSpec, Job, Outcome, batch_size
+from pipeline.errors import ChecksFailed, ConfigError, PipelineError
 from pipeline.read.discover import discover
 from pipeline.read.problems import Problem
-from pipeline.warehouse import checks, commits, merge, schema
-from pipeline.warehouse import ledger as manifest
-from pipeline.warehouse.catalog import build_catalog, catalog_snapshot_id
-from pipeline.warehouse.ledger import Ledger
+from pipeline.storage.location import Location
+from pipeline.warehouse import checks, commits, ledger, merge, schema, tables
+from pipeline.warehouse.catalog import show
+from pipeline.warehouse.commits import Snapshot, WriterLock
 
-FAULT_KILL_ENV = "PIPELINE_FAULT_KILL_AT"  # test hook: SIGKILL this process at a named point
-FAULT_SLEEP_ENV = "PIPELINE_FAULT_SLEEP_SECONDS"  # test hook: hold the lock this long (overlap tests)
 Clock = Callable[[], datetime]
 Progress = Callable[[int, int], None]
+OUTCOME_CHUNK = 20_000  # parsed outcomes are compacted into Arrow in chunks of this size
 
 
 def utc_now() -> datetime:
@@ -46,339 +46,506 @@ def make_run_id(now: datetime) -> str:
     return now.strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(2)
 
 
-def fault_point(name: str) -> None:
-    if os.environ.get(FAULT_KILL_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+# --- frozen stage outputs ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every stage may read and nothing changes: settings, where things are, the previous snapshot."""
+
+    settings: Settings
+    seeds: Location
+    warehouse: Location
+    run_id: str
+    started_at: datetime
+    staging: Location
+    previous: Snapshot | None
+
+
+@dataclass(frozen=True)
+class Plan:
+    to_read: pa.Table  # _path, _size, _mtime_ns, _target, _etag, _old_sha
+    kept: pa.Table  # previous manifest rows still valid as they are
+    decided: pa.Table  # manifest rows fixed without reading: refusals and unlisted folders
+    refused_read: tuple[str, ...]  # refused for a new reason: counted as read
+    unlisted: tuple[str, ...]  # folders/prefixes that could not be listed ('sub/')
+    counts: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class Parsed:
+    outcomes: pa.Table  # manifest rows of the files read (status loaded, rejected or unchanged)
+    staging: Mapping[str, tuple[str, ...]]  # table -> staging file URLs
+
+
+@dataclass(frozen=True)
+class Resolved:
+    manifest: pa.Table  # the new source_files
+    parsed: Parsed  # including winners of identity URLs promoted from duplicate
+    parsed_paths: pa.Table
+    dead: tuple[str, ...]  # article ids whose old rows go
+    losers: tuple[str, ...]  # parsed files whose rows must not be merged
+    touched: tuple[str, ...]  # months that gain or lose rows
+
+
+@dataclass(frozen=True)
+class Built:
+    files: Mapping[str, tuple[tuple[str, int], ...]]  # table -> (data file, rows)
+    rows: Mapping[str, int]
+    counts: Mapping[str, int]
+    manifest_shape: tuple[int, int]  # (rows, distinct paths) of the new manifest
+    new_unknown_keys: tuple[str, ...]
+    load_run: Mapping[str, Any]
+    rejects: pa.Table
+
+
+@dataclass(frozen=True)
+class State:
+    ctx: RunContext
+    plan: Plan | None = None
+    parsed: Parsed | None = None
+    resolved: Resolved | None = None
+    built: Built | None = None
+    snapshot: Snapshot | None = None
+    timings: Mapping[str, float] = field(default_factory=dict)
+
+    def need(self, name: str) -> Any:
+        value = getattr(self, name)
+        if value is None:
+            raise PipelineError(f"internal error: stage output {name!r} is missing (stages run out of order)")
+        return value
+
+    def timed(self, stage: str, t0: float, **changes: Any) -> State:
+        spent = dict(self.timings)
+        spent[stage] = spent.get(stage, 0.0) + time.perf_counter() - t0
+        return replace(self, timings=spent, **changes)
 
 
 @dataclass
-class Run:
-    settings: Settings
-    run_id: str
+class Services:
+    """Live things a run uses that are not data: the fan-out engine, the writer lock, progress, the clock."""
+
+    fanout: Fanout
+    lock: WriterLock
     clock: Clock = utc_now
-    started_at: datetime | None = None
-    previous: commits.Snapshot | None = None
-    lock: Any = None
-    build_dir: str = ""
-    staging: str = ""
-    ledger: Ledger | None = None
-    to_read: pa.Table | None = None  # planned files: _path, _size, _mtime_ns, _target, _old_sha
-    files_parsed: int = 0
-    staging_files: dict[str, list[str]] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
-    rows: dict[str, int] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-    new_unknown_keys: list[str] = field(default_factory=list)
-    snapshot: commits.Snapshot | None = None
-    dead: set[str] = field(default_factory=set)
-    losers: set[str] = field(default_factory=set)
-    touched: set[str] = field(default_factory=set)
-    files: dict[str, list[str]] = field(default_factory=dict)
-    source_files: pa.Table | None = None
-    rejects: pa.Table | None = None
-    load_run: dict[str, Any] = field(default_factory=dict)
-    manifest_shape: tuple[int, int] = (0, 0)  # (rows, distinct paths) of the new manifest
+    progress: Progress | None = None
 
-    # --- stages ------------------------------------------------------------
-    def prepare(self) -> None:
-        """Take the lock, clear debris of killed runs, repair a stale catalog."""
-        s = self.settings
-        self.lock = commits.acquire_lock(s.warehouse, s.wait_seconds)
-        if os.environ.get(FAULT_SLEEP_ENV):
-            time.sleep(float(os.environ[FAULT_SLEEP_ENV]))
-        self.started_at = self.clock()
-        commits.clean_staging(s.warehouse)
-        self.previous = commits.read_current(s.warehouse)
-        self.staging = commits.staging_dir(s.warehouse, self.run_id)
-        self.build_dir = os.path.join(self.staging, "snapshot")
-        os.makedirs(os.path.join(self.staging, "parse"))
-        previous_manifest = None
-        if self.previous is not None:
-            shown = catalog_snapshot_id(s.warehouse)
-            if shown != self.previous.id:  # a run died between commit and catalog rebuild
-                if shown:
-                    commits.retire(s.warehouse, {shown})
-                build_catalog(s.warehouse, self.previous, self.staging)
-            previous_manifest = pq.read_table(self.previous.table_files("source_files"))
-        self.ledger = Ledger(previous_manifest)
 
-    def plan(self) -> None:
-        """Discover files and decide which must be read: new, or size/mtime changed."""
-        t0 = time.perf_counter()
-        s, ledger = self.settings, self._ledger()
-        ledger.changes.clear()  # idempotent: the flow retries this stage on transient OSError
-        ledger.refused_parsed.clear()
-        found, refused = discover(s.seeds, s.patterns)
-        columns = list(zip(*found, strict=True)) if found else [(), (), (), ()]
-        discovered = pa.Table.from_arrays([pa.array(c) for c in columns], schema=manifest.DISCOVERED)
-        del found, columns
-        self.to_read, deleted = ledger.plan(discovered, [r.rel for r in refused], s.max_file_bytes)
-        for item in refused:
-            old = ledger.previous_row(item.rel)
-            if old and old["status"] == "rejected" and old["reason"] == item.problem.reason:
-                ledger.changes[item.rel] = old  # refused again for the same reason: unchanged
-                continue
-            ledger.changes[item.rel] = manifest.row(
-                item.rel, None, None, None, "rejected", self.run_id, problem=item.problem
-            )
-            ledger.refused_parsed.append(item.rel)
-        self.counts["files_seen"] = discovered.num_rows + len(refused)
-        self.counts["files_deleted"] = deleted
-        self.timings["plan"] = time.perf_counter() - t0
+# --- open and close ----------------------------------------------------------------------------
 
-    def _ledger(self) -> Ledger:
-        assert self.ledger is not None, "prepare() first"
-        return self.ledger
 
-    def _batches(self, size: int) -> Iterator[list[Job]]:
-        """Jobs made a batch at a time from the planned table (a million Job objects would not fit)."""
-        assert self.to_read is not None
-        seeds = self.settings.seeds
-        for chunk in self.to_read.to_batches(max_chunksize=size):
-            cols = [c.to_pylist() for c in chunk.columns]
-            yield [
-                Job(rel, target or os.path.join(seeds, rel), fsize, mtime, old)
-                for rel, fsize, mtime, target, old in zip(*cols, strict=True)
-            ]
+def open_run(settings: Settings, run_id: str, clock: Clock = utc_now) -> tuple[RunContext, WriterLock]:
+    """Take the writer lock, clear debris of killed runs, repair what readers see, find the previous snapshot."""
+    settings = settings.resolved()
+    seeds, wh = settings.seeds_location(), settings.warehouse_location()
+    lock = commits.acquire(wh, run_id, settings.wait_seconds, settings.lease_seconds)
+    try:
+        faults.sleep_holding_lock()
+        started_at = clock()
+        commits.clean_staging(wh)
+        staging = commits.staging(wh, run_id)
+        previous = commits.read_newest(wh)
+        if previous is not None and previous.version == 0 and not commits.versions(wh):
+            previous = commits.adopt_legacy(wh, previous)  # a warehouse from before the commit log
+        if previous is not None:
+            show(wh, previous, tables.scratch_dir(staging), only_if_stale=True)
+    except BaseException:
+        lock.release()
+        raise
+    return RunContext(settings, seeds, wh, run_id, started_at, staging, previous), lock
 
-    def parse(self, jobs: list[Job] | None = None, progress: Progress | None = None) -> None:
-        """Read, hash and parse the planned files (or ``jobs``) on worker processes."""
-        t0 = time.perf_counter()
-        s = self.settings
-        total = len(jobs) if jobs is not None else (self.to_read.num_rows if self.to_read is not None else 0)
-        if not total:
-            return
-        size = batch_size(total, s.workers, s.batch_size)
-        batches: Iterable[list[Job]] = (
-            [jobs[i : i + size] for i in range(0, total, size)] if jobs is not None else self._batches(size)
+
+def record_failure(ctx: RunContext, exc: BaseException, clock: Clock = utc_now) -> None:
+    """Remember why this run failed (only runs that held the lock get here)."""
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    try:
+        commits.record_failure(ctx.warehouse, ctx.run_id, clock().isoformat(), message)
+    except OSError:
+        pass  # the storage itself failed; the error the user sees says so
+
+
+def close_run(ctx: RunContext | None, lock: WriterLock | None) -> None:
+    """Remove this run's staging area and release the lock (also after failures)."""
+    try:
+        if ctx is not None:
+            tables.remove_scratch(ctx.staging)
+            ctx.staging.delete_tree("")
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+# --- plan ------------------------------------------------------------------------------------
+
+
+def plan(state: State, services: Services) -> State:
+    """Discover files and decide which must be read: new, or size and ETag/mtime changed."""
+    t0 = time.perf_counter()
+    ctx = state.ctx
+    prev = _previous_manifest(ctx)
+    found = discover(ctx.seeds, ctx.settings.patterns)
+    if not ctx.seeds.local and not (found.found or found.refused or found.unlisted):
+        raise ConfigError(
+            f"{ctx.seeds.url} holds no objects: check the URL (an empty prefix is refused, "
+            "so that a typo never empties the warehouse)"
         )
-        parser = Parser(s.workers, os.path.join(self.staging, "parse"), self.run_id, s.max_file_bytes)
+    columns = list(zip(*found.found, strict=True)) if found.found else [(), (), (), (), ()]
+    arrays = [pa.array(c, type=f.type) for c, f in zip(columns, ledger.DISCOVERED, strict=True)]
+    discovered = pa.Table.from_arrays(arrays, schema=ledger.DISCOVERED)
+    unlisted = [u.rel for u in found.unlisted]
+    kept, to_read, deleted, unlisted_kept = ledger.plan(
+        prev, discovered, [r.rel for r in found.refused], unlisted, ctx.settings.max_file_bytes
+    )
+    decided, refused_read = [], []
+    previous = {r["source_path"]: r for r in _previous_rows(prev, [r.rel for r in found.refused + found.unlisted])}
+    for item in found.refused + found.unlisted:
+        old = previous.get(item.rel)
+        if old and old["status"] == "rejected" and old["reason"] == item.problem.reason:
+            decided.append(old)  # refused again for the same reason: unchanged
+            continue
+        decided.append(ledger.row(item.rel, None, None, None, "rejected", ctx.run_id, problem=item.problem))
+        refused_read.append(item.rel)
+    counts = {
+        "files_seen": discovered.num_rows + len(found.refused) + len(found.unlisted),
+        "files_deleted": deleted,
+        "files_unlisted": unlisted_kept,
+    }
+    out = Plan(to_read, kept, ledger.to_table(decided), tuple(refused_read), tuple(unlisted), counts)
+    return state.timed("plan", t0, plan=out)
+
+
+def _previous_manifest(ctx: RunContext) -> pa.Table:
+    if ctx.previous is None:
+        return ledger.empty()
+    return ledger.conform(tables.read(ctx.previous, "source_files"), schema.SOURCE_FILES)
+
+
+def _previous_rows(prev: pa.Table, paths: list[str]) -> list[dict[str, Any]]:
+    if not paths or not prev.num_rows:
+        return []
+    import pyarrow.compute as pc
+
+    return prev.filter(pc.is_in(prev.column("source_path"), pa.array(paths, pa.string()))).to_pylist()
+
+
+# --- parse -----------------------------------------------------------------------------------
+
+
+def _specs(ctx: RunContext, to_read: pa.Table, size: int, first: int = 0) -> Iterator[BatchSpec]:
+    """Batches made one at a time from the planned table (a million Job objects would not fit)."""
+    s = ctx.settings
+    folder = ctx.staging.child("parse")
+    for n, chunk in enumerate(to_read.to_batches(max_chunksize=size), start=first):
+        cols = [c.to_pylist() for c in chunk.columns]
+        jobs = tuple(
+            Job(rel, fsize, mtime, etag, target, old)
+            for rel, fsize, mtime, target, etag, old in zip(*cols, strict=True)
+        )
+        yield BatchSpec(n, jobs, ctx.seeds, folder, ctx.run_id, s.max_file_bytes)
+
+
+def _outcome_row(o: Outcome, run_id: str) -> dict[str, Any]:
+    return ledger.row(
+        o.rel,
+        o.size,
+        o.mtime_ns,
+        o.sha,
+        o.status,
+        run_id,
+        article_id=o.article_id,
+        partition=o.month,
+        unknown_keys=o.unknown_keys,
+        problem=o.problem,
+        etag=o.etag,
+    )
+
+
+def _parse_table(ctx: RunContext, to_read: pa.Table, services: Services, first_batch: int = 0) -> Parsed:
+    """Outcomes compacted into Arrow as they arrive (memory grows with the change, not per-file objects)."""
+    total = to_read.num_rows
+    chunks: list[pa.Table] = []
+    pending: list[dict[str, Any]] = []
+    staged: dict[str, list[str]] = {}
+    if total:
+        s = ctx.settings
+        size = batch_size(total, s.workers, s.batch_size)
         done = 0
 
         def tick(n: int) -> None:
             nonlocal done
             done += n
-            if progress:
-                progress(done, total)
+            if services.progress:
+                services.progress(done, total)
 
-        for result in parser.run(batches, tick):
-            for o in result.outcomes:
-                self._record(o)
-            for table, path in result.staging.items():
-                self.staging_files.setdefault(table, []).append(path)
-        self.timings["parse"] = self.timings.get("parse", 0.0) + time.perf_counter() - t0
+        result: BatchResult
+        for result in services.fanout.parse(_specs(ctx, to_read, size, first_batch), tick):
+            pending.extend(_outcome_row(o, ctx.run_id) for o in result.outcomes)
+            if len(pending) >= OUTCOME_CHUNK:
+                chunks.append(ledger.to_table(pending))
+                pending = []
+            for table, files in result.staging.items():
+                staged.setdefault(table, []).extend(files)
+    chunks.append(ledger.to_table(pending))
+    return Parsed(pa.concat_tables(chunks), {t: tuple(f) for t, f in staged.items()})
 
-    def _record(self, o: Outcome) -> None:
-        self._ledger().record(
-            manifest.row(
-                o.rel,
-                o.size,
-                o.mtime_ns,
-                o.sha,
-                o.status,
-                self.run_id,
-                article_id=o.article_id,
-                partition=o.month,
-                unknown_keys=list(o.unknown_keys),
-                problem=o.problem,
-            )
+
+def parse(state: State, services: Services) -> State:
+    """Read, hash and parse the planned files on the fan-out engine; rows go to staging Parquet."""
+    t0 = time.perf_counter()
+    planned: Plan = state.need("plan")
+    return state.timed("parse", t0, parsed=_parse_table(state.ctx, planned.to_read, services))
+
+
+# --- resolve ---------------------------------------------------------------------------------
+
+
+def resolve(state: State, services: Services) -> State:
+    """One article per identity URL (the smallest path wins); which old rows die and which months change."""
+    t0 = time.perf_counter()
+    ctx, planned = state.ctx, state.need("plan")
+    parsed: Parsed = state.need("parsed")
+    prev = _previous_manifest(ctx)
+    decided = {r["source_path"]: r for r in planned.decided.to_pylist()}
+    for round_no in range(1, 6):
+        parsed_paths = ledger.parsed_paths(parsed.outcomes, list(planned.refused_read))
+        m = ledger.manifest(planned.kept, prev, parsed.outcomes, ledger.to_table(list(decided.values())))
+        promoted = _dedupe(ledger.claims(m, parsed_paths), decided, ctx.run_id)
+        if not promoted:
+            break
+        jobs = pa.table(
+            {
+                "_path": [p for p, _, _ in promoted],
+                "_size": pa.array([-1] * len(promoted), pa.int64()),
+                "_mtime_ns": [t for _, t, _ in promoted],
+                "_target": pa.nulls(len(promoted), pa.string()),
+                "_etag": pa.array([e for _, _, e in promoted], pa.string()),
+                "_old_sha": pa.nulls(len(promoted), pa.string()),
+            }
         )
-
-    def resolve(self, progress: Progress | None = None) -> None:
-        """One article per identity URL; work out which old rows die and which months change."""
-        ledger = self._ledger()
-        for _ in range(5):
-            promoted = self._dedupe()
-            if not promoted:
-                break
-            seeds = self.settings.seeds
-            self.parse([Job(r, os.path.join(seeds, r), -1, mtime, None) for r, mtime in promoted], progress)
-        m = ledger.table()
-        for article, partition in ledger.dead(m):
-            self.dead.add(article)
-            self.touched.add(partition)
-        touched, losers = ledger.touched_and_losers(m)
-        self.touched |= touched
-        self.losers.update(losers)
-        self.files_parsed = ledger.parsed_count()
-        self.source_files = m
-
-    def _dedupe(self) -> list[tuple[str, int]]:
-        """Smallest path wins an identity URL; returns (path, mtime_ns) of winners that need parsing."""
-        ledger = self._ledger()
-        groups: dict[str, list[dict[str, Any]]] = {}
-        parsed: dict[str, bool] = {}
-        for r in ledger.claims():
-            parsed[r["source_path"]] = r.pop("_parsed")
-            groups.setdefault(r["article_id"], []).append(r)
-        promoted = []
-        for rows in groups.values():
-            rows.sort(key=lambda r: r["source_path"].encode("utf-8", "surrogateescape"))
-            winner = rows[0]
-            if winner["status"] == "duplicate":
-                if not parsed[winner["source_path"]]:
-                    ledger.changes.pop(winner["source_path"], None)  # its parse outcome decides now
-                    promoted.append((winner["source_path"], winner["mtime_ns"]))  # its rows exist nowhere yet
-                    continue
-                ledger.changes[winner["source_path"]] = {
-                    **winner,
-                    **manifest.problem_columns(None),
-                    "status": "loaded",
-                }
-            for r in rows[1:]:
-                problem = Problem(
-                    "duplicate",
-                    "duplicate_identity",
-                    f"same identity URL as {winner['source_path']!r}, which is loaded (the smallest path wins); "
-                    "give this article its own webUrl or delete one of the files",
-                    field="webUrl",
-                )
-                ledger.changes[r["source_path"]] = {**r, "status": "duplicate", **manifest.problem_columns(problem)}
-        return promoted
-
-    def build(self) -> None:
-        """Write every table of the next snapshot into the build folder."""
-        t0 = time.perf_counter()
-        s, ledger = self.settings, self._ledger()
-        assert self.source_files is not None, "resolve() first"
-        os.makedirs(self.build_dir)
-        con = merge.connect(os.path.join(self.staging, "duckdb_tmp"), s.memory_limit)
-        # Plain (not TEMP) tables: the merge threads' cursors must see them.
-        con.execute("CREATE TABLE dead AS SELECT unnest(?::VARCHAR[]) AS article_id", [sorted(self.dead)])
-        con.execute("CREATE TABLE losers AS SELECT unnest(?::VARCHAR[]) AS rel", [sorted(self.losers)])
-        files: dict[str, list[str]] = {}
-        per_month = ledger.articles_per_month(self.source_files)
-        groups = merge.month_groups(self.touched, per_month, merge.MERGE_ARTICLES)
-
-        def merge_table(table: schema.Table) -> list[str]:
-            cursor = con.cursor()  # one connection per thread; DuckDB and Parquet writes release the GIL
-            try:
-                out = os.path.join(self.build_dir, table.name)
-                staging = self.staging_files.get(table.name, [])
-                return merge.merge_partitioned(cursor, table, self.previous, staging, groups, out)
-            finally:
-                cursor.close()
-
-        with ThreadPoolExecutor(max_workers=max(1, min(2, s.workers))) as pool:
-            for table, names in zip(schema.DOCUMENT_TABLES, pool.map(merge_table, schema.DOCUMENT_TABLES), strict=True):
-                files[table.name] = names
-                fault_point(f"after_{table.name}")
-        path = lambda t: [os.path.join(self.build_dir, t, f) for f in files[t]]  # noqa: E731
-        if self.dead or self.files_parsed or self.previous is None:
-            providers = merge.derive_providers(con, path("articles"), path("related_articles"))
-        else:
-            providers = pq.read_table(self.previous.table_files("providers"))
-        con.close()
-        for table in schema.DOCUMENT_TABLES:
-            self.rows[table.name] = merge.count_rows(path(table.name))
-        self.rows["providers"] = providers.num_rows
-        counted = ledger.counts(self.source_files)
-        self.manifest_shape = (counted.pop("manifest_rows"), counted.pop("manifest_paths"))
-        self.counts.update(counted)
-        self.counts["files_parsed"] = self.files_parsed
-        previous_keys = pq.read_table(self.previous.table_files("unknown_keys")) if self.previous else None
-        unknown = ledger.unknown_keys(self.source_files, previous_keys, self.run_id)
-        known = set(previous_keys.column("key_path").to_pylist()) if previous_keys is not None else set()
-        self.new_unknown_keys = sorted(set(unknown.column("key_path").to_pylist()) - known)
-        self.rejects = manifest.rejects(self.source_files)
-        small = {
-            "providers": providers,
-            "source_files": self.source_files,
-            "rejects": self.rejects,
-            "unknown_keys": unknown,
-            "load_runs": self._load_runs_table(),
-        }
-        for name, data in small.items():
-            table = schema.table(name)
-            os.makedirs(os.path.join(self.build_dir, name))
-            merge.write_table(os.path.join(self.build_dir, name, merge.DATA_FILE), table, data)
-            files[name] = [merge.DATA_FILE]
-        self.files = files
-        self.timings["build"] = time.perf_counter() - t0
-
-    def check(self) -> None:
-        """Post-load checks on the built snapshot; any failure keeps the old snapshot."""
-        t0 = time.perf_counter()
-        failures = checks.run_checks(self.build_dir, self.files, self.counts, self.manifest_shape)
-        self.timings["check"] = time.perf_counter() - t0
-        if failures:
-            raise ChecksFailed("post-load checks failed, previous snapshot kept: " + "; ".join(failures))
-
-    def publish(self) -> commits.Snapshot:
-        """Seal, commit (atomic), rebuild the catalog, collect garbage."""
-        t0 = time.perf_counter()
-        s = self.settings
-        meta = {
-            "id": self.run_id,
-            "run_id": self.run_id,
-            "parent": self.previous.id if self.previous else None,
-            "files": self.files,
-            "rows": self.rows,
-        }
-        snap = commits.seal_snapshot(self.build_dir, s.warehouse, meta)
-        visible = {x for x in (self.previous.id if self.previous else None, catalog_snapshot_id(s.warehouse)) if x}
-        commits.retire(s.warehouse, visible)
-        fault_point("before_commit")
-        commits.commit(s.warehouse, snap)
-        fault_point("after_commit")
-        build_catalog(s.warehouse, snap, self.staging)
-        self.snapshot = snap
-        commits.collect_garbage(s.warehouse, {snap.id}, s.gc_grace_seconds)
-        self.timings["publish"] = time.perf_counter() - t0
-        return snap
-
-    def fail(self, exc: BaseException) -> None:
-        """Record why this run failed (only when it held the lock: a locked-out run did nothing)."""
-        if self.lock is not None:
-            message = " ".join(str(exc).split()) or type(exc).__name__
-            commits.record_failure(self.settings.warehouse, self.run_id, self.clock().isoformat(), message)
-
-    def close(self) -> None:
-        """Remove this run's staging folder and release the lock (also after failures)."""
-        if self.ledger is not None:
-            self.ledger.close()
-            self.ledger = None
-        if self.staging:
-            shutil.rmtree(self.staging, ignore_errors=True)
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
-
-    def rejected_rows(self) -> list[dict[str, Any]]:
-        return self.rejects.to_pylist() if self.rejects is not None else []
-
-    def _load_runs_table(self) -> pa.Table:
-        previous = pq.read_table(self.previous.table_files("load_runs")).to_pylist() if self.previous else []
-        assert self.started_at is not None
-        row: dict[str, Any] = {
-            "run_id": self.run_id,
-            "started_at": self.started_at,
-            "finished_at": self.clock(),
-            "status": "completed",
-            "seeds_dir": self.settings.seeds,
-            **self.counts,
-            **{f"rows_{t}": n for t, n in self.rows.items()},
-            "new_unknown_keys": self.new_unknown_keys,
-            "snapshot_id": self.run_id,
-        }
-        self.load_run = row
-        return pa.Table.from_pylist(previous + [row], schema=schema.table("load_runs").arrow_schema())
+        more = _parse_table(ctx, jobs, services, first_batch=round_no * 1_000_000)
+        staged = {t: parsed.staging.get(t, ()) + more.staging.get(t, ()) for t in {*parsed.staging, *more.staging}}
+        parsed = Parsed(pa.concat_tables([parsed.outcomes, more.outcomes]), staged)
+    parsed_paths = ledger.parsed_paths(parsed.outcomes, list(planned.refused_read))
+    m = ledger.manifest(planned.kept, prev, parsed.outcomes, ledger.to_table(list(decided.values())))
+    dead_rows = ledger.dead(prev, m, parsed_paths)
+    touched, losers = ledger.touched_and_losers(m, parsed_paths)
+    touched |= {p for _, p in dead_rows}
+    out = Resolved(
+        m,
+        parsed,
+        parsed_paths,
+        tuple(sorted({a for a, _ in dead_rows})),
+        tuple(sorted(losers)),
+        tuple(sorted(touched)),
+    )
+    return state.timed("resolve", t0, resolved=out)
 
 
-def run_all(settings: Settings, run_id: str, clock: Clock = utc_now, progress: Progress | None = None) -> Run:
-    """Every stage in order, without an orchestrator (tests, benchmarks, library use)."""
-    run = Run(settings.resolved(), run_id, clock)
+def _dedupe(claims: list[dict[str, Any]], decided: dict[str, dict[str, Any]], run_id: str) -> list[Any]:
+    """Decide every contested identity URL in ``decided``; returns (path, mtime, etag) of winners to parse."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in claims:
+        groups.setdefault(r["article_id"], []).append(r)
+    promoted = []
+    for rows in groups.values():
+        rows.sort(key=lambda r: r["source_path"].encode("utf-8", "surrogateescape"))
+        winner = rows[0]
+        parsed = winner.pop("_parsed")
+        for r in rows[1:]:
+            r.pop("_parsed")
+        if winner["status"] == "duplicate":
+            if not parsed:
+                decided.pop(winner["source_path"], None)  # its parse outcome decides now
+                promoted.append((winner["source_path"], winner["mtime_ns"], winner.get("etag")))
+                continue
+            decided[winner["source_path"]] = {**winner, **ledger.problem_columns(None), "status": "loaded"}
+        for r in rows[1:]:
+            problem = Problem(
+                "duplicate",
+                "duplicate_identity",
+                f"same identity URL as {winner['source_path']!r}, which is loaded (the smallest path wins); "
+                "give this article its own webUrl or delete one of the files",
+                field="webUrl",
+            )
+            decided[r["source_path"]] = {**r, "status": "duplicate", **ledger.problem_columns(problem)}
+    return promoted
+
+
+# --- build -----------------------------------------------------------------------------------
+
+
+def build(state: State, services: Services) -> State:
+    """Write every table of the next snapshot: touched months merged on the fan-out engine, the rest referenced."""
+    t0 = time.perf_counter()
+    ctx, planned = state.ctx, state.need("plan")
+    res: Resolved = state.need("resolved")
+    s, wh, sid, previous = ctx.settings, ctx.warehouse, ctx.run_id, ctx.previous
+    dead_url = tables.write_ids(ctx.staging, "dead.parquet", "article_id", res.dead)
+    losers_url = tables.write_ids(ctx.staging, "losers.parquet", "rel", res.losers)
+    groups = merge.month_groups(set(res.touched), ledger.articles_per_month(res.manifest), merge.MERGE_ARTICLES)
+    touched = set(res.touched)
+    files: dict[str, list[tuple[str, int]]] = {}
+    specs: list[merge.MergeSpec] = []
+    for table in schema.DOCUMENT_TABLES:
+        old = previous.files.get(table.name, []) if previous else []
+        files[table.name] = [
+            (rel, previous.file_rows[rel])
+            for rel in old
+            if previous and merge.part_of(rel) not in touched and merge.part_of(rel) != merge.EMPTY_PART
+        ]
+        staged = tuple(res.parsed.staging.get(table.name, ()))
+        for group in groups:
+            olds = tuple(wh.join(r) for r in old if merge.part_of(r) in group)
+            specs.append(
+                merge.MergeSpec(table.name, tuple(group), olds, staged, dead_url, losers_url, wh, sid, _merge_memory(s))
+            )
+    for spec, written in zip(specs, services.fanout.merge(specs), strict=True):
+        files[spec.table].extend(written)
+    for table in schema.DOCUMENT_TABLES:
+        if not files[table.name]:
+            files[table.name] = [merge.write_empty(wh, table, sid)]
+        faults.kill_at(f"after_{table.name}")
+    parsed_count = int(res.parsed_paths.num_rows)
+    rows = {t.name: sum(n for _, n in files[t.name]) for t in schema.DOCUMENT_TABLES}
+    if res.dead or parsed_count or previous is None:
+        con = merge.connect(wh, s.memory_limit)
+        try:
+            urls = {t: [wh.join(f) for f, _ in files[t]] for t in ("articles", "related_articles")}
+            providers = merge.derive_providers(con, urls["articles"], urls["related_articles"])
+        finally:
+            con.close()
+        files["providers"] = [merge.write_small(wh, schema.PROVIDERS, providers, sid)]
+    else:
+        assert previous is not None
+        files["providers"] = [(rel, previous.file_rows[rel]) for rel in previous.files["providers"]]
+    rows["providers"] = sum(n for _, n in files["providers"])
+    counted = ledger.counts(res.manifest, _previous_manifest(ctx), res.parsed_paths, list(planned.unlisted))
+    manifest_shape = (counted.pop("manifest_rows"), counted.pop("manifest_paths"))
+    counts = {**planned.counts, **counted, "files_parsed": parsed_count}
+    previous_keys = tables.read(previous, "unknown_keys") if previous else None
+    unknown = ledger.unknown_keys(res.manifest, previous_keys, sid)
+    known = set(previous_keys.column("key_path").to_pylist()) if previous_keys is not None else set()
+    new_keys = tuple(sorted(set(unknown.column("key_path").to_pylist()) - known))
+    rejects = ledger.rejects(res.manifest)
+    load_run = {
+        "run_id": sid,
+        "started_at": ctx.started_at,
+        "finished_at": services.clock(),
+        "status": "completed",
+        "seeds_dir": ctx.seeds.url,
+        **counts,
+        **{f"rows_{t}": n for t, n in rows.items()},
+        "new_unknown_keys": list(new_keys),
+        "snapshot_id": sid,
+    }
+    previous_runs = tables.read(previous, "load_runs") if previous else None
+    runs = pa.concat_tables(
+        ([ledger.conform(previous_runs, schema.LOAD_RUNS)] if previous_runs is not None else [])
+        + [pa.Table.from_pylist([load_run], schema=schema.LOAD_RUNS.arrow_schema())]
+    )
+    small = {"source_files": res.manifest, "rejects": rejects, "unknown_keys": unknown, "load_runs": runs}
+    for name, data in small.items():
+        files[name] = [merge.write_small(wh, schema.table(name), data, sid)]
+    out = Built({t: tuple(f) for t, f in files.items()}, rows, counts, manifest_shape, new_keys, load_run, rejects)
+    return state.timed("build", t0, built=out)
+
+
+def _merge_memory(s: Settings) -> str:
+    """Each concurrent merge gets its share of the DuckDB budget."""
+    return s.memory_limit if s.runner == "dask" else merge.share_memory(s.memory_limit, min(2, s.workers))
+
+
+# --- check and publish ---------------------------------------------------------------------------
+
+
+def check(state: State, services: Services) -> State:
+    """Post-load checks on the built snapshot; any failure keeps the previous snapshot."""
+    t0 = time.perf_counter()
+    built: Built = state.need("built")
+    wh = state.ctx.warehouse
+    urls = {t: [wh.join(f) for f, _ in entries] for t, entries in built.files.items()}
+    failures = checks.run_checks(wh, urls, dict(built.counts), built.manifest_shape)
+    if failures:
+        raise ChecksFailed("post-load checks failed, previous snapshot kept: " + "; ".join(failures))
+    return state.timed("check", t0)
+
+
+def publish(state: State, services: Services) -> State:
+    """Commit (one create-only write), then point the catalog and ``current`` at it, then collect garbage."""
+    t0 = time.perf_counter()
+    ctx, built = state.ctx, state.need("built")
+    wh = ctx.warehouse
+    services.lock.check()
+    faults.kill_at("before_commit")
+    snap = commits.commit(
+        wh,
+        ctx.run_id,
+        commits.next_version(ctx.previous),
+        {t: list(f) for t, f in built.files.items()},
+        {"run_id": ctx.run_id, "rows": dict(built.rows)},
+    )
+    faults.kill_at("after_commit")
+    shown = show(wh, snap, tables.scratch_dir(ctx.staging))
+    commits.collect_garbage(wh, shown, ctx.settings.gc_grace_seconds)
+    return state.timed("publish", t0, snapshot=snap)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    fn: Callable[[State, Services], State]
+    retries: int = 0  # only where a retry is safe and can help
+    doc: str = ""
+
+    def run(self, state: State, services: Services) -> State:
+        faults.fail_at(self.name)
+        return self.fn(state, services)
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("plan", plan, retries=2, doc="list the seeds and decide what to read (read-only: retried on I/O errors)"),
+    Stage("parse", parse, doc="read, hash and parse changed files into staging Parquet"),
+    Stage("resolve", resolve, doc="one article per identity URL; which rows and months change"),
+    Stage("build", build, doc="merge touched months, derive providers, write the small tables"),
+    Stage("check", check, doc="keys, references, ids and file accounting of the built snapshot"),
+    Stage("publish", publish, doc="commit, switch the catalog and current, collect garbage"),
+)
+
+
+def run_stage(stage: Stage, state: State, services: Services) -> State:
+    """One stage, retried on OSError where the stage allows it."""
+    for attempt in range(stage.retries + 1):
+        try:
+            return stage.run(state, services)
+        except OSError:
+            if attempt == stage.retries:
+                raise
+            time.sleep(2)
+    raise AssertionError("unreachable")
+
+
+def run_all(
+    settings: Settings,
+    run_id: str,
+    clock: Clock = utc_now,
+    progress: Progress | None = None,
+    fanout: Fanout | None = None,
+) -> State:
+    """Every stage in order, without an orchestrator (``--orchestrator none``, tests, benchmarks, library use)."""
+    ctx, lock = open_run(settings, run_id, clock)
+    engine = fanout or local_or_dask(ctx.settings.runner, ctx.settings.workers, ctx.settings.dask_address)
+    services = Services(engine, lock, clock, progress)
+    state = State(ctx)
     try:
-        run.prepare()
-        run.plan()
-        run.parse(progress=progress)
-        run.resolve(progress)
-        run.build()
-        run.check()
-        run.publish()
+        for stage in STAGES:
+            state = run_stage(stage, state, services)
     except BaseException as exc:
-        run.fail(exc)
+        record_failure(ctx, exc, clock)
         raise
     finally:
-        run.close()
-    return run
+        try:
+            if fanout is None:
+                engine.close()
+        finally:
+            close_run(ctx, lock)
+    return state

@@ -1,7 +1,7 @@
 """Check a seeds folder without touching any warehouse (for pre-commit hooks and CI of seed authors).
 
-Uses the same discovery, parser processes and crash isolation as a run; the
-rows it stages go to a temporary folder that is deleted afterwards.
+Uses the same discovery, parser processes and crash isolation as a run; the rows it
+stages go to a temporary local folder that is deleted afterwards.
 """
 
 from __future__ import annotations
@@ -12,22 +12,35 @@ from dataclasses import asdict
 from typing import Any
 
 from pipeline.config import Settings
-from pipeline.engine.parse import Job, Parser, batch_size
+from pipeline.engine.fanout import LocalFanout
+from pipeline.engine.parse import BatchSpec, Job, batch_size
 from pipeline.read.discover import discover
 from pipeline.read.problems import Problem
+from pipeline.storage.location import Location
 
 
 def validate_folder(settings: Settings) -> list[dict[str, Any]]:
-    """One entry per discovered file: path, ok, and the problem when not ok."""
-    found, refused = discover(settings.seeds, settings.patterns)
-    report: list[dict[str, Any]] = [{"path": r.rel, "ok": False, **asdict(r.problem)} for r in refused]
-    jobs = [Job(f.rel, f.path(settings.seeds), f.size, f.mtime_ns, None) for f in found]
+    """One entry per discovered file (and unlisted folder): path, ok, and the problem when not ok."""
+    seeds = settings.seeds_location()
+    found = discover(seeds, settings.patterns)
+    report: list[dict[str, Any]] = [
+        {"path": r.rel, "ok": False, **asdict(r.problem)} for r in found.refused + found.unlisted
+    ]
+    jobs = [Job(f.rel, f.size, f.mtime_ns, f.etag, f.target) for f in found.found]
     size = batch_size(len(jobs), settings.workers, settings.batch_size)
     outcomes = []
-    with tempfile.TemporaryDirectory(prefix="pipeline-validate-") as tmp:
-        parser = Parser(settings.workers, tmp, "validate", settings.max_file_bytes)
-        for result in parser.run([jobs[i : i + size] for i in range(0, len(jobs), size)]):
-            outcomes.extend(result.outcomes)
+    fanout = LocalFanout(settings.workers)
+    try:
+        with tempfile.TemporaryDirectory(prefix="pipeline-validate-") as tmp:
+            staging = Location.parse(tmp)
+            specs = (
+                BatchSpec(n, tuple(jobs[i : i + size]), seeds, staging, "validate", settings.max_file_bytes)
+                for n, i in enumerate(range(0, len(jobs), size))
+            )
+            for result in fanout.parse(specs):
+                outcomes.extend(result.outcomes)
+    finally:
+        fanout.close()
     outcomes.sort(key=lambda o: o.rel.encode("utf-8", "surrogateescape"))
     owners: dict[str, str] = {}
     for o in outcomes:

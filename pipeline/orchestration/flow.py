@@ -1,11 +1,12 @@
-"""The Prefect flow `ingest`: thin wiring of the engine's stages into a few large tasks.
+"""The Prefect flow `ingest`: the engine's ``STAGES`` as Prefect tasks of the same names, nothing more.
 
-Per-task overhead is ~10-30 ms of orchestration, so there is one task per
-stage, never one per file; parsing fans out to worker processes inside the
-`parse` task. Retries only where they can help and are safe: discovery is
-read-only and idempotent, so a transient OSError (a flaky network mount) is
-retried; stages that change state are not, and never on bad input. Every task
-has a timeout.
+Each stage is one task called in the flow process (Prefect costs ~5-90 ms per task, so never
+one per file). With ``runner="processes"`` parsing fans out to local worker processes inside
+the `parse` task. With ``runner="dask"`` the flow opens a Dask task runner and submits parse
+batches (about a thousand files each) and month merges as tasks `parse-batch` and `merge`,
+so they run on the cluster and show in the UI. Retries only where safe and useful: `plan`
+is read-only and is retried on OSError; stages that change state are not, and bad input
+never is. Every task has a timeout.
 """
 
 from __future__ import annotations
@@ -18,20 +19,28 @@ prefect_env.apply_defaults()
 import os  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Iterable, Iterator  # noqa: E402
 from typing import Any  # noqa: E402
 
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
+from prefect.futures import as_completed  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 
-from pipeline.config import load_settings  # noqa: E402
-from pipeline.engine.stages import Run, make_run_id, utc_now  # noqa: E402
+from pipeline.config import FLOW_PARAMETERS, load_settings  # noqa: E402
+from pipeline.engine import stages  # noqa: E402
+from pipeline.engine.fanout import Fanout, LocalFanout, Progress, Written  # noqa: E402
+from pipeline.engine.parse import BatchResult, BatchSpec, isolated_batch  # noqa: E402
+from pipeline.engine.stages import STAGES, Services, Stage, State  # noqa: E402
 from pipeline.report import rejects_markdown, run_summary, summary_markdown  # noqa: E402
+from pipeline.warehouse.merge import MergeSpec, merge_group  # noqa: E402
+
+STAGE_TIMEOUT = 6 * 3600
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry only on OS-level errors (NFS hiccup, EAGAIN), never on our own errors."""
+    """Retry only on OS-level errors (a network mount or object store hiccup), never on our own errors."""
     try:
         state.result()
     except OSError:
@@ -41,25 +50,59 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
-STAGE = dict(cache_policy=NO_CACHE, retry_condition_fn=_transient)
+def _stage_task(stage: Stage) -> Any:
+    return task(
+        name=stage.name,
+        description=stage.doc,
+        retries=stage.retries,
+        retry_delay_seconds=2,
+        retry_condition_fn=_transient,
+        cache_policy=NO_CACHE,
+        timeout_seconds=STAGE_TIMEOUT,
+    )(stage.run)
 
 
-@task(name="prepare", timeout_seconds=600, **STAGE)  # type: ignore[call-overload]
-def prepare(run: Run) -> None:
-    run.prepare()
+STAGE_TASKS = {stage.name: _stage_task(stage) for stage in STAGES}
+parse_batch = task(name="parse-batch", cache_policy=NO_CACHE, timeout_seconds=3600)(isolated_batch)
+merge_months = task(name="merge", cache_policy=NO_CACHE, timeout_seconds=STAGE_TIMEOUT)(merge_group)
 
 
-@task(name="discover-and-plan", retries=2, retry_delay_seconds=2, timeout_seconds=3600, **STAGE)  # type: ignore[call-overload]
-def plan(run: Run) -> dict[str, int]:
-    run.plan()
-    return {"to_read": run.to_read.num_rows if run.to_read is not None else 0, "seen": run.counts["files_seen"]}
+class PrefectFanout:
+    """Parse batches and merges as Prefect tasks on the flow's Dask task runner, a few per worker in flight."""
+
+    def __init__(self, runner: Any, in_flight: int) -> None:
+        self.runner = runner
+        self.in_flight = max(2, in_flight)
+
+    def parse(self, specs: Iterable[BatchSpec], on_done: Progress | None = None) -> Iterator[BatchResult]:
+        source = iter(specs)
+        pending: dict[Any, BatchSpec] = {}
+        while True:
+            while len(pending) < self.in_flight:
+                spec = next(source, None)
+                if spec is None:
+                    break
+                pending[self.runner.submit(parse_batch, {"spec": spec})] = spec
+            if not pending:
+                return
+            fut = next(as_completed(list(pending)))
+            spec = pending.pop(fut)
+            result: BatchResult = fut.result(raise_on_failure=True)
+            if on_done:
+                on_done(len(spec.jobs))
+            yield result
+
+    def merge(self, specs: list[MergeSpec]) -> list[Written]:
+        futures = [self.runner.submit(merge_months, {"spec": s}) for s in specs]
+        return [f.result(raise_on_failure=True) for f in futures]
+
+    def close(self) -> None:
+        pass
 
 
-@task(name="parse", timeout_seconds=6 * 3600, **STAGE)  # type: ignore[call-overload]
-def parse(run: Run) -> int:
+def _progress() -> stages.Progress:
     logger = get_run_logger()
     last = [0.0]
-
     to_terminal = os.environ.get("PIPELINE_PROGRESS") == "1"
 
     def progress(done: int, total: int) -> None:
@@ -70,31 +113,36 @@ def parse(run: Run) -> int:
             if to_terminal:
                 print(f"parsed {done:,}/{total:,} files", file=sys.stderr, flush=True)
 
-    run.parse(progress=progress)
-    run.resolve(progress)
-    return run.files_parsed
+    return progress
 
 
-@task(name="build-snapshot", timeout_seconds=6 * 3600, **STAGE)  # type: ignore[call-overload]
-def build(run: Run) -> dict[str, int]:
-    run.build()
-    return dict(run.rows)
+def _run_stages(ctx: stages.RunContext, services: Services) -> State:
+    state = State(ctx)
+    logger = get_run_logger()
+    for stage in STAGES:
+        state = STAGE_TASKS[stage.name](state, services)
+        if stage.name == "plan":
+            planned = state.need("plan")
+            logger.info("%d files seen, %d to read", planned.counts["files_seen"], planned.to_read.num_rows)
+    return state
 
 
-@task(name="post-load-checks", timeout_seconds=3600, **STAGE)  # type: ignore[call-overload]
-def check(run: Run) -> None:
-    run.check()
+def _dask_runner(settings: Any) -> Any:
+    from prefect_dask import DaskTaskRunner
+
+    from pipeline.engine.cluster import enable_child_processes, local_cluster_kwargs
+
+    prefect_env.require_api("runner dask")
+    enable_child_processes()
+    if settings.dask_address:
+        return DaskTaskRunner(address=settings.dask_address)
+    return DaskTaskRunner(cluster_kwargs=local_cluster_kwargs(settings.workers))
 
 
-@task(name="publish", timeout_seconds=600, **STAGE)  # type: ignore[call-overload]
-def publish(run: Run) -> str:
-    return run.publish().id
-
-
-def _artifacts(run: Run, summary: dict[str, Any]) -> None:
+def _artifacts(state: State, summary: dict[str, Any]) -> None:
     key = "ingest"
     create_markdown_artifact(markdown=summary_markdown(summary), key=f"{key}-summary", description="Run summary")
-    rejects = run.rejected_rows()
+    rejects = state.need("built").rejects.to_pylist()
     if rejects:
         create_table_artifact(
             table=[{k: r[k] for k in ("source_path", "stage", "reason", "message")} for r in rejects[:1000]],
@@ -108,7 +156,7 @@ def _artifacts(run: Run, summary: dict[str, Any]) -> None:
 def _run_name() -> str:
     """e.g. ingest-seeds-20261125T1900Z: scheduled runs stay distinguishable in the UI."""
     seeds = str(flow_run.parameters.get("seeds", "seeds")).rstrip("/")
-    return f"ingest-{os.path.basename(seeds) or 'seeds'}-{utc_now():%Y%m%dT%H%M%SZ}"
+    return f"ingest-{os.path.basename(seeds) or 'seeds'}-{stages.utc_now():%Y%m%dT%H%M%SZ}"
 
 
 @flow(name="ingest", flow_run_name=_run_name, log_prints=False, timeout_seconds=12 * 3600)
@@ -119,37 +167,37 @@ def ingest(
     workers: int | None = None,
     max_file_bytes: int | None = None,
     wait_seconds: float | None = None,
+    runner: str | None = None,
+    dask_address: str | None = None,
 ) -> dict[str, Any]:
-    """Load a folder of seed documents into the warehouse and publish a new snapshot."""
-    settings = load_settings(
-        {
-            "seeds": seeds,
-            "warehouse": warehouse,
-            "patterns": patterns,
-            "workers": workers,
-            "max_file_bytes": max_file_bytes,
-            "wait_seconds": wait_seconds,
-        }
-    ).resolved()
-    run = Run(settings, make_run_id(utc_now()))
-    logger = get_run_logger()
+    """Load seed documents (a folder or s3://bucket/prefix) into the warehouse and publish a new snapshot."""
+    given = dict(locals())
+    settings = load_settings({k: given[k] for k in FLOW_PARAMETERS}).resolved()
+    ctx, lock = stages.open_run(settings, stages.make_run_id(stages.utc_now()))
+    fanout: Fanout | None = None
+    dask_runner = None
     try:
-        prepare(run)
-        planned = plan(run)
-        logger.info("%d files seen, %d to read", planned["seen"], planned["to_read"])
-        parse(run)
-        build(run)
-        check(run)
-        publish(run)
+        if settings.runner == "dask":
+            dask_runner = _dask_runner(settings).__enter__()
+            fanout = PrefectFanout(dask_runner, 2 * settings.workers)
+        else:
+            fanout = LocalFanout(settings.workers)
+        state = _run_stages(ctx, Services(fanout, lock, progress=_progress()))
     except BaseException as exc:
-        run.fail(exc)
+        stages.record_failure(ctx, exc)
         raise
     finally:
-        run.close()
-    summary = run_summary(run)
+        try:
+            if fanout is not None:
+                fanout.close()
+            if dask_runner is not None:
+                dask_runner.__exit__(None, None, None)
+        finally:
+            stages.close_run(ctx, lock)
+    summary = run_summary(state)
     summary["flow_run_id"] = str(flow_run.get_id())
-    _artifacts(run, summary)
-    logger.info(
+    _artifacts(state, summary)
+    get_run_logger().info(
         "published %s: %d loaded, %d rejected, %d duplicates",
         summary["snapshot_id"],
         summary["files"]["loaded"],

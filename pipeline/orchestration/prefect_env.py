@@ -34,3 +34,16 @@ def apply_defaults(debug: bool = False) -> None:
     if not debug:
         for key, value in QUIET.items():
             os.environ.setdefault(key, value)
+
+
+def require_api(what: str) -> None:
+    """Distributed runs need a real Prefect API: in ephemeral mode every worker would start its own server."""
+    from prefect.settings import get_current_settings
+
+    from pipeline.errors import ConfigError
+
+    if not get_current_settings().api.url:
+        raise ConfigError(
+            f"{what} needs a Prefect server: set PREFECT_API_URL (e.g. run `prefect server start` and "
+            "export PREFECT_API_URL=http://127.0.0.1:4200/api), or pass --orchestrator none"
+        )

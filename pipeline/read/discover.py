@@ -1,38 +1,58 @@
-"""Find seed files: recursive, deterministic order, hidden entries skipped, no escape by links.
+"""Find seed files: recursive, deterministic order, hidden entries skipped, no escape by links or keys.
 
-Symlinked folders are never followed (no loops, no escape). A symlinked file is
-read only when its target lies inside the seeds folder; otherwise it is reported,
-not silently skipped, so the run's accounting still adds up. FIFOs and devices
-are reported too: opening one could hang the run.
+Local disk: symlinked folders are never followed (no loops, no escape). A symlinked file
+is read only when its target lies inside the seeds folder; otherwise it is reported, not
+silently skipped, so the run's accounting still adds up. FIFOs and devices are reported
+too: opening one could hang the run.
+
+Object stores: keys are listed exactly as stored. Zero-byte ``folder/`` markers are
+folders, not files; a key with an empty, '.' or '..' segment is reported, never read.
+
+A folder (or prefix) that cannot be listed is reported as *unlisted*, never read as
+"empty": the run keeps what it knew of the files under it, exactly as it was.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
+from pipeline import faults
 from pipeline.read.problems import Problem
+from pipeline.storage.location import Location, relpath_ok
+
+LIST_ATTEMPTS = 3  # a prefix listing is retried this many times before it counts as unlisted
+LIST_THREADS = 16  # top-level prefixes listed concurrently on object stores
+T = TypeVar("T")
 
 
 class Found(NamedTuple):
     """A file to consider; a tuple because a folder may hold millions of them."""
 
-    rel: str  # '/'-separated path relative to the seeds folder
+    rel: str  # '/'-separated path relative to the seeds root
     size: int
     mtime_ns: int
     target: str | None = None  # resolved path when the entry is a symlink (inside the seeds folder)
-
-    def path(self, root: str) -> str:
-        return self.target or os.path.join(root, self.rel)
+    etag: str | None = None  # object stores: the listed ETag
 
 
 @dataclass(frozen=True)
 class Refused:
-    rel: str
+    rel: str  # a file, or a folder/prefix ending in '/'
     problem: Problem
+
+
+@dataclass
+class Discovery:
+    found: list[Found] = field(default_factory=list)
+    refused: list[Refused] = field(default_factory=list)  # files reported instead of read
+    unlisted: list[Refused] = field(default_factory=list)  # folders that could not be listed ('sub/')
 
 
 def _display(name: str) -> str:
@@ -44,31 +64,65 @@ def _matches(name: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatchcase(name, p) for p in patterns)
 
 
-def discover(root: str, patterns: tuple[str, ...]) -> tuple[list[Found], list[Refused]]:
+def _sort_key(rel: str) -> bytes:
+    return rel.encode("utf-8", "surrogateescape")
+
+
+def discover(root: Location, patterns: tuple[str, ...]) -> Discovery:
     """All matching files under ``root`` in byte order of their relative paths."""
+    out = _discover_local(root.root, patterns) if root.local else _discover_objects(root, patterns)
+    out.found.sort(key=lambda f: _sort_key(f.rel))
+    out.refused.sort(key=lambda r: r.rel)
+    out.unlisted.sort(key=lambda r: r.rel)
+    return out
+
+
+def _unlisted(rel: str, exc: BaseException) -> Refused:
+    why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return Refused(
+        rel,
+        Problem(
+            "read",
+            "unlisted_folder",
+            f"cannot list this folder ({why}); the files it held are kept exactly as they were "
+            "until it can be listed again",
+        ),
+    )
+
+
+def _discover_local(root: str, patterns: tuple[str, ...]) -> Discovery:
     real_root = os.path.realpath(root)
-    found: list[Found] = []
-    refused: list[Refused] = []
+    out = Discovery()
     stack = [("", real_root)]
     while stack:
         prefix, folder = stack.pop()
-        with os.scandir(folder) as it:
-            for entry in it:
-                name = entry.name
-                if name.startswith("."):
-                    continue
-                rel = f"{prefix}{name}"
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append((f"{rel}/", entry.path))
-                elif _matches(name, patterns):
-                    item = _classify(entry, rel, real_root)
-                    if isinstance(item, Found):
-                        found.append(item)
-                    else:
-                        refused.append(item)
-    found.sort(key=lambda f: f.rel.encode("utf-8", "surrogateescape"))
-    refused.sort(key=lambda r: r.rel)
-    return found, refused
+        try:
+            faults.list_error(prefix)
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError as exc:
+            if not prefix:
+                raise  # the seeds folder itself: the run fails (and is retried), nothing is deleted
+            out.unlisted.append(_unlisted(prefix, exc))
+            continue
+        for entry in entries:
+            name = entry.name
+            if name.startswith("."):
+                continue
+            rel = f"{prefix}{name}"
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                stack.append((f"{rel}/", entry.path))
+            elif _matches(name, patterns):
+                item = _classify(entry, rel, real_root)
+                if isinstance(item, Found):
+                    out.found.append(item)
+                else:
+                    out.refused.append(item)
+    return out
 
 
 def _classify(entry: os.DirEntry[str], rel: str, real_root: str) -> Found | Refused:
@@ -91,3 +145,82 @@ def _classify(entry: os.DirEntry[str], rel: str, real_root: str) -> Found | Refu
     if not stat.S_ISREG(st.st_mode):
         return Refused(rel, Problem("read", "not_regular_file", "not a regular file (FIFO, device or folder)"))
     return Found(rel, st.st_size, st.st_mtime_ns, target)
+
+
+def _retry(fn: Callable[[], T]) -> T:
+    """Transient listing errors (throttling, a dropped connection) get a few more tries."""
+    for attempt in range(LIST_ATTEMPTS):
+        try:
+            return fn()
+        except (PermissionError, FileNotFoundError):
+            raise  # permanent: more tries will not help
+        except OSError:
+            if attempt == LIST_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def _discover_objects(root: Location, patterns: tuple[str, ...]) -> Discovery:
+    """One delimited listing of the top level, then a flat listing of each top-level prefix, concurrently.
+
+    A failing top-level prefix is reported as unlisted and the others still load; a failing
+    top-level listing fails the run (after retries) rather than looking like deletions.
+    """
+    base = root.key("")  # "prefix/" or "" for a whole bucket
+    out = Discovery()
+
+    def top() -> list[tuple[str, int, int, str | None]]:
+        faults.list_error("")
+        return list(root.list_keys(base, delimiter="/"))
+
+    prefixes: list[str] = []
+    for key, size, mtime, etag in _retry(top):
+        if size < 0:
+            prefixes.append(key)
+        else:
+            _add_object(out, key[len(base) :], size, mtime, etag, patterns)
+
+    def flat(prefix: str) -> list[tuple[str, int, int, str | None]]:
+        faults.list_error(prefix[len(base) :])
+        return list(root.list_keys(prefix))
+
+    def listed(prefix: str) -> list[tuple[str, int, int, str | None]] | BaseException:
+        try:
+            return _retry(lambda: flat(prefix))
+        except OSError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=LIST_THREADS) as pool:
+        for prefix, result in zip(prefixes, pool.map(listed, prefixes), strict=True):
+            rel_prefix = prefix[len(base) :]
+            if isinstance(result, BaseException):
+                out.unlisted.append(_unlisted(rel_prefix, result))
+                continue
+            for key, size, mtime, etag in result:
+                _add_object(out, key[len(base) :], size, mtime, etag, patterns)
+    return out
+
+
+def _add_object(out: Discovery, rel: str, size: int, mtime: int, etag: str | None, patterns: tuple[str, ...]) -> None:
+    if rel.endswith("/"):
+        return  # a console's zero-byte "folder" marker
+    name = rel.rsplit("/", 1)[-1]
+    if not _matches(name, patterns):
+        return
+    if not relpath_ok(rel):
+        out.refused.append(
+            Refused(
+                rel,
+                Problem(
+                    "read",
+                    "unsafe_key",
+                    "object key has an empty, '.' or '..' path segment; it is not read, because other tools "
+                    "would resolve it to a different name (possibly outside the seeds prefix); rename the object",
+                ),
+            )
+        )
+        return
+    if any(part.startswith(".") for part in rel.split("/")):
+        return  # hidden, as on local disk
+    out.found.append(Found(rel, size, mtime, None, etag))

@@ -1,11 +1,9 @@
-"""The DuckDB catalog: one view per table over a snapshot's Parquet files.
+"""The DuckDB catalog: one view per table over a snapshot's Parquet files (local paths or s3:// URLs).
 
-Views name absolute file paths, so the catalog works from any working
-directory and any process. The file is always built beside the target and
-renamed over it, so a BI tool holding the old file open read-only never blocks
-a run and keeps its old (complete) snapshot until it reconnects. After moving
-the warehouse folder, `pipeline catalog` rebuilds it (`pipeline query` never
-needs that: it builds its views in memory from `current`).
+Views name absolute paths or URLs, so the catalog works from any working directory
+and any process. The file is always built in a scratch folder and then replaced whole
+(a rename locally, one PUT on object storage), so a BI tool holding the old file open
+never blocks a run and keeps its old (complete) snapshot until it reconnects.
 """
 
 from __future__ import annotations
@@ -14,29 +12,26 @@ import os
 
 import duckdb
 
-from pipeline.warehouse import schema
-from pipeline.warehouse.commits import CATALOG, Snapshot, _fsync_dir
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+from pipeline.storage.location import Location, fsync_dir
+from pipeline.warehouse import commits, schema
+from pipeline.warehouse.commits import CATALOG, Snapshot
+from pipeline.warehouse.sql import file_list, ident, literal
 
 
 def view_sql(table: schema.Table, files: list[str]) -> str:
     """CREATE VIEW statement for one table, columns in schema order."""
-    cols = ", ".join(f'"{c.name}"' for c in table.columns)
-    file_list = "[" + ", ".join(_quote(f) for f in files) + "]"
+    cols = ", ".join(ident(c.name) for c in table.columns)
     return (
-        f'CREATE OR REPLACE VIEW "{table.name}" AS SELECT {cols} '
-        f"FROM read_parquet({file_list}, hive_partitioning = false)"
+        f"CREATE OR REPLACE VIEW {ident(table.name)} AS SELECT {cols} "
+        f"FROM read_parquet({file_list(files)}, hive_partitioning = false)"
     )
 
 
 def comment_sql(table: schema.Table) -> list[str]:
     text = f"{table.description} Grain: {table.grain}. Key: {', '.join(table.key)}."
-    statements = [f'COMMENT ON VIEW "{table.name}" IS {_quote(text)}']
+    statements = [f"COMMENT ON VIEW {ident(table.name)} IS {literal(text)}"]
     for col in table.columns:
-        statements.append(f'COMMENT ON COLUMN "{table.name}"."{col.name}" IS {_quote(col.description)}')
+        statements.append(f"COMMENT ON COLUMN {ident(table.name)}.{ident(col.name)} IS {literal(col.description)}")
     return statements
 
 
@@ -47,39 +42,52 @@ def define_views(con: duckdb.DuckDBPyConnection, snap: Snapshot, comments: bool 
             for stmt in comment_sql(table):
                 con.execute(stmt)
     for view in schema.VIEWS:
-        con.execute(f'CREATE OR REPLACE VIEW "{view.name}" AS {view.sql}')
+        con.execute(f"CREATE OR REPLACE VIEW {ident(view.name)} AS {view.sql}")
         if comments:
             text = f"{view.description} Grain: {view.grain}."
-            con.execute(f'COMMENT ON VIEW "{view.name}" IS {_quote(text)}')
+            con.execute(f"COMMENT ON VIEW {ident(view.name)} IS {literal(text)}")
     con.execute(
         "CREATE OR REPLACE VIEW pipeline_snapshot AS SELECT "
-        f"{_quote(snap.id)} AS snapshot_id, {_quote(snap.meta['run_id'])} AS run_id, "
-        f"{_quote(snap.path)} AS snapshot_path"
+        f"{literal(snap.id)} AS snapshot_id, {snap.version}::BIGINT AS version, "
+        f"{literal(str(snap.meta.get('run_id', snap.id)))} AS run_id, {literal(snap.warehouse.url)} AS warehouse"
     )
 
 
-def build_catalog(warehouse: str, snap: Snapshot, build_dir: str) -> str:
-    """Write a fresh catalog in ``build_dir`` and rename it over warehouse/catalog.duckdb."""
-    tmp = os.path.join(build_dir, CATALOG)
+def build_catalog(wh: Location, snap: Snapshot, scratch: str) -> str:
+    """Write a fresh catalog in ``scratch`` and replace ``<warehouse>/catalog.duckdb`` with it."""
+    tmp = os.path.join(scratch, CATALOG)
     if os.path.exists(tmp):
         os.unlink(tmp)
     # Written in the v1.4 storage format: the catalog holds only views, and BI tools that
     # bundle DuckDB 1.4/1.5 can then open it too (a 2.0-format file refuses them).
     con = duckdb.connect(tmp, config={"storage_compatibility_version": "v1.4.0"})
     try:
+        if not wh.local:
+            con.register_filesystem(wh.fs())  # views read each file's schema when created
         define_views(con, snap)
         con.execute("CHECKPOINT")
     finally:
         con.close()
-    target = os.path.join(warehouse, CATALOG)
-    os.replace(tmp, target)
-    _fsync_dir(warehouse)
-    return target
+    if wh.local:
+        os.replace(tmp, wh.join(CATALOG))
+        fsync_dir(wh.root)
+    else:
+        wh.upload(tmp, CATALOG)
+    return wh.join(CATALOG)
 
 
-def catalog_snapshot_id(warehouse: str) -> str | None:
-    """Which snapshot the catalog file shows (None when missing or unreadable)."""
-    path = os.path.join(warehouse, CATALOG)
+def shown(wh: Location, scratch: str) -> tuple[str, int] | None:
+    """(snapshot id, version) the catalog shows; None when missing, unreadable, or built for another location."""
+    path = wh.join(CATALOG)
+    if not wh.local:
+        data = None
+        try:
+            data = wh.read_bytes(CATALOG)
+        except FileNotFoundError:
+            return None
+        path = os.path.join(scratch, "shown-" + CATALOG)
+        with open(path, "wb") as fh:
+            fh.write(data)
     if not os.path.exists(path):
         return None
     try:
@@ -87,18 +95,35 @@ def catalog_snapshot_id(warehouse: str) -> str | None:
     except duckdb.Error:
         return None
     try:
-        row = con.execute("SELECT snapshot_id, snapshot_path FROM pipeline_snapshot").fetchone()
+        row = con.execute("SELECT snapshot_id, version, warehouse FROM pipeline_snapshot").fetchone()
     except duckdb.Error:
-        return None
+        return None  # an older catalog: rebuild it
     finally:
         con.close()
-    if row is None or not os.path.isdir(str(row[1])):
-        return None  # moved or deleted: rebuild
-    return str(row[0])
+    if row is None or str(row[2]) != wh.url:
+        return None  # moved or copied: rebuild
+    return str(row[0]), int(row[1])
+
+
+def show(wh: Location, snap: Snapshot, scratch: str, only_if_stale: bool = False) -> set[int]:
+    """Point the catalog and (local disk) ``current`` at ``snap``; returns the versions readers may be shown.
+
+    What they showed before is stamped retired first, so its grace period counts from the switch.
+    """
+    before = shown(wh, scratch)
+    if only_if_stale and before == (snap.id, snap.version) and (not wh.local or commits.current_id(wh) == snap.id):
+        return {snap.version}
+    if before is not None and before[1] != snap.version:
+        commits.retire(wh, before[1])
+    commits.project(wh, snap, scratch)
+    build_catalog(wh, snap, scratch)
+    return {snap.version}
 
 
 def memory_connection(snap: Snapshot) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with the same views; for read-only CLI queries."""
     con = duckdb.connect(":memory:")
+    if not snap.warehouse.local:
+        con.register_filesystem(snap.warehouse.fs())
     define_views(con, snap, comments=False)
     return con

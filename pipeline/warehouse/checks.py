@@ -7,18 +7,18 @@ line; any failure keeps the previous snapshot published.
 
 from __future__ import annotations
 
-import os
-
 import duckdb
 
+from pipeline.storage.location import Location
 from pipeline.warehouse import schema
+from pipeline.warehouse.merge import connect
+from pipeline.warehouse.sql import file_list
 
 ID_PATTERN = "^[0-9a-f]{16}$"
 
 
-def _src(build_dir: str, files: dict[str, list[str]], table: str) -> str:
-    paths = ", ".join("'" + os.path.join(build_dir, table, f).replace("'", "''") + "'" for f in files[table])
-    return f"read_parquet([{paths}])"
+def _src(files: dict[str, list[str]], table: str) -> str:
+    return f"read_parquet({file_list(files[table])})"
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
@@ -27,12 +27,12 @@ def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
 
 
 def run_checks(
-    build_dir: str, files: dict[str, list[str]], counts: dict[str, int], manifest_shape: tuple[int, int]
+    wh: Location, files: dict[str, list[str]], counts: dict[str, int], manifest_shape: tuple[int, int]
 ) -> list[str]:
-    """Every failed check as one line; empty when the snapshot may be published."""
-    con = duckdb.connect(":memory:")
+    """Every failed check as one line; empty when the snapshot may be published (``files``: URLs per table)."""
+    con = connect(wh, "1GB")
     failures: list[str] = []
-    src = {t.name: _src(build_dir, files, t.name) for t in schema.TABLES}
+    src = {t.name: _src(files, t.name) for t in schema.TABLES}
     try:
         for t in schema.TABLES:
             key = ", ".join(f'"{k}"' for k in t.key)
@@ -79,15 +79,16 @@ def run_checks(
     finally:
         con.close()
     n = counts
-    seen = n["files_seen"]
-    if seen != n["files_loaded"] + n["files_rejected"] + n["files_duplicate"]:
+    seen, unlisted = n["files_seen"], n["files_unlisted"]
+    if seen + unlisted != n["files_loaded"] + n["files_rejected"] + n["files_duplicate"]:
         failures.append(
-            f"accounting: {seen} files seen != {n['files_loaded']} loaded + {n['files_rejected']} rejected"
-            f" + {n['files_duplicate']} duplicates"
+            f"accounting: {seen} files seen + {unlisted} kept unlisted != {n['files_loaded']} loaded"
+            f" + {n['files_rejected']} rejected + {n['files_duplicate']} duplicates"
         )
-    if manifest_shape != (seen, seen):
+    if manifest_shape != (seen + unlisted, seen + unlisted):
         failures.append(
-            f"accounting: {seen} files seen but the manifest has {manifest_shape[0]} rows for {manifest_shape[1]} paths"
+            f"accounting: {seen} files seen + {unlisted} kept unlisted, but the manifest has {manifest_shape[0]} rows"
+            f" for {manifest_shape[1]} paths"
         )
     if seen != n["files_new"] + n["files_changed"] + n["files_unchanged"]:
         failures.append(

@@ -1,16 +1,33 @@
-"""Warehouse layout, the run lock, atomic publish and garbage collection.
+"""Warehouse layout and the commit protocol: one protocol for local disk and object storage.
 
-    warehouse/
-      current -> snapshots/<id>      symlink; swapping it is the one atomic commit
-      snapshots/<id>/<table>/*.parquet   immutable; unchanged files are hard links
-      snapshots/<id>/snapshot.json   what the snapshot holds
-      catalog.duckdb                 views over the current snapshot (replaced whole)
-      staging/<run_id>/              a run's work in progress; never read by anyone else
-      .lock                          held (flock) by the one run allowed to write
+    <warehouse>/
+      data/<table>/<part>.<snapshot>.parquet  immutable once written; later snapshots reference it
+      commits/<version>.json                  one per committed snapshot: its files and row counts
+      commits/<version>.retired               when it stopped being shown by the catalog
+      catalog.duckdb                          views over the newest snapshot (replaced whole)
+      staging/<run_id>/                       a run's work in progress; nobody else reads it
+      last_failure.json                       the last failed run, for `pipeline status`
+      local disk only:
+      snapshots/<id>/<table>/<part>.parquet   hard links: each snapshot as a folder, for direct readers
+      current -> snapshots/<id>               the newest snapshot (symlink)
+      .lock                                   writer lock (flock; the kernel drops it when a run dies)
+      object stores only:
+      .lease.json                             writer lease (conditional PUTs; renewed; expires)
 
-Readers that resolved ``current`` (or opened the catalog) keep a complete, older
-snapshot until they look again; old snapshots are deleted only after a grace period.
-A killed run leaves only ``staging/`` debris, removed by the next run under the lock.
+**The commit** is one create-only write of ``commits/<parent + 1>.json`` (a link into place
+locally, ``If-None-Match: *`` on object stores). Of two runs that built on the same parent,
+exactly one creates the file; the other publishes nothing. Data files are written (and
+synced) before it, so a reader that takes the newest commit always finds every file.
+
+**Readers** take the newest ``commits/*.json``. On local disk ``current`` and the catalog are
+moved to the new snapshot right after the commit; a run killed in between leaves them on
+the previous (complete) snapshot, and the next run moves them.
+
+**Garbage**: a commit that is no longer the newest is *retired* when its successor is
+committed or when the catalog stops showing it, whichever is later. It is deleted after the
+grace period, and with it the data files that no live commit references. A data file that
+no commit references (a killed or losing run's output) is deleted once it is older than the
+grace period, so a run still writing is never robbed of its files.
 """
 
 from __future__ import annotations
@@ -18,193 +35,460 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import filelock
+import pyarrow.parquet as pq
 
 from pipeline.errors import NoWarehouse, WarehouseLocked
+from pipeline.storage.location import Location, fsync_dir
 
+DATA = "data"
+COMMITS = "commits"
 SNAPSHOTS = "snapshots"
 STAGING = "staging"
 CURRENT = "current"
 CATALOG = "catalog.duckdb"
 LOCK = ".lock"
-SNAPSHOT_FILE = "snapshot.json"
+LEASE = ".lease.json"
 LAST_FAILURE = "last_failure.json"
-RETIRED = "RETIRED_AT"
+LEGACY_SNAPSHOT_FILE = "snapshot.json"  # layout before the commit log: current -> snapshots/<id>/snapshot.json
+VERSION_DIGITS = 20
+FORMAT = 2
+
+
+class CommitConflict(WarehouseLocked):
+    """Another run committed on the same parent first; this run published nothing."""
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """A published, immutable state of every table."""
+    """A committed, immutable state of every table."""
 
     id: str
-    path: str  # absolute
-    files: dict[str, list[str]]  # table -> file names inside <path>/<table>/
+    version: int
+    warehouse: Location
+    files: dict[str, list[str]]  # table -> file paths relative to the warehouse (data/...)
+    file_rows: dict[str, int]  # relative path -> rows
     meta: dict[str, Any]
 
     def table_files(self, table: str) -> list[str]:
-        return [os.path.join(self.path, table, f) for f in self.files.get(table, [])]
+        """Full paths (local) or URLs (object store) of a table's files, for DuckDB and pyarrow."""
+        return [self.warehouse.join(f) for f in self.files.get(table, [])]
+
+    def rows(self, table: str) -> int:
+        return sum(self.file_rows.get(f, 0) for f in self.files.get(table, []))
+
+    @property
+    def committed_at(self) -> float:
+        return float(self.meta.get("committed_at_epoch", 0.0))
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def commit_name(version: int) -> str:
+    return f"{COMMITS}/{version:0{VERSION_DIGITS}d}.json"
 
 
-def acquire_lock(warehouse: str, wait_seconds: float) -> filelock.BaseFileLock:
-    """Exclusive writer lock; the kernel drops it when the holder dies, even by SIGKILL."""
-    os.makedirs(warehouse, exist_ok=True)
-    lock = filelock.FileLock(os.path.join(warehouse, LOCK))
-    try:
-        lock.acquire(timeout=wait_seconds)
-    except filelock.Timeout:
-        raise WarehouseLocked(
-            f"another run is writing to {warehouse} (lock {LOCK} is held); "
-            "this run did nothing. Retry later or pass --wait SECONDS."
-        ) from None
-    return lock
+def data_name(table: str, part: str, snapshot_id: str) -> str:
+    return f"{DATA}/{table}/{part}.{snapshot_id}.parquet"
 
 
-def read_current(warehouse: str) -> Snapshot | None:
-    link = os.path.join(warehouse, CURRENT)
-    if not os.path.lexists(link):
-        return None
-    return read_snapshot(os.path.realpath(link))
+def display_name(rel: str) -> str:
+    """``data/articles/2023-10.<id>.parquet`` -> ``2023-10.parquet``: the file's name in a snapshot folder."""
+    base = rel.rsplit("/", 1)[-1]
+    part = base.split(".", 1)[0]
+    return f"{part}.parquet"
 
 
-def require_current(warehouse: str) -> Snapshot:
-    snap = read_current(warehouse)
+def _snapshot(wh: Location, meta: dict[str, Any]) -> Snapshot:
+    files: dict[str, list[str]] = {}
+    rows: dict[str, int] = {}
+    for table, entries in meta["files"].items():
+        files[table] = [e["file"] for e in entries]
+        rows.update({e["file"]: int(e["rows"]) for e in entries})
+    return Snapshot(meta["id"], int(meta["version"]), wh, files, rows, meta)
+
+
+def versions(wh: Location) -> list[int]:
+    """Committed versions, oldest first."""
+    out = []
+    for entry in _list(wh, COMMITS):
+        name = entry.rsplit("/", 1)[-1]
+        stem, _, ext = name.partition(".")
+        if ext == "json" and stem.isdigit() and len(stem) == VERSION_DIGITS:
+            out.append(int(stem))
+    return sorted(out)
+
+
+def _list(wh: Location, folder: str) -> list[str]:
+    if wh.local:
+        try:
+            return [f"{folder}/{n}" for n in os.listdir(wh.join(folder))]
+        except FileNotFoundError:
+            return []
+    return [e.rel for e in wh.list_files(folder)]
+
+
+def read_version(wh: Location, version: int) -> Snapshot | None:
+    text = wh.read_text(commit_name(version))
+    return _snapshot(wh, json.loads(text)) if text is not None else None
+
+
+def read_newest(wh: Location) -> Snapshot | None:
+    """The newest committed snapshot (None before the first run)."""
+    found = versions(wh)
+    if found:
+        snap = read_version(wh, found[-1])
+        if snap is not None:
+            return snap
+    return _legacy(wh)
+
+
+def require_newest(wh: Location) -> Snapshot:
+    snap = read_newest(wh)
     if snap is None:
-        raise NoWarehouse(f"no published data in {warehouse}: run `pipeline run` first")
+        raise NoWarehouse(f"no published data in {wh.url}: run `pipeline run` first")
     return snap
 
 
-def read_snapshot(path: str) -> Snapshot:
-    with open(os.path.join(path, SNAPSHOT_FILE), encoding="utf-8") as fh:
-        meta = json.load(fh)
-    return Snapshot(meta["id"], path, meta["files"], meta)
+# --- writer exclusion ------------------------------------------------------------------
 
 
-def clean_staging(warehouse: str) -> int:
-    """Remove what killed runs left behind; caller holds the lock."""
-    root = os.path.join(warehouse, STAGING)
-    removed = 0
-    if os.path.isdir(root):
-        for name in os.listdir(root):
-            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
-            removed += 1
-    for name in os.listdir(warehouse):
-        if name.startswith(f"{CURRENT}.tmp"):
-            os.unlink(os.path.join(warehouse, name))
-            removed += 1
-    return removed
+class WriterLock:
+    """Only one run writes at a time: flock on local disk, an expiring lease on object stores.
+
+    The lock keeps two runs from doing the same work; the create-only commit is what makes
+    a second writer harmless even when a lease expired under a stalled run.
+    """
+
+    def check(self) -> None:
+        """Raise if this run may no longer commit."""
+
+    def release(self) -> None:
+        raise NotImplementedError
 
 
-def staging_dir(warehouse: str, run_id: str) -> str:
-    path = os.path.join(warehouse, STAGING, run_id)
-    os.makedirs(path, exist_ok=True)
-    return path
+class _FileLock(WriterLock):
+    def __init__(self, lock: filelock.BaseFileLock) -> None:
+        self.lock = lock
+
+    def release(self) -> None:
+        self.lock.release()
 
 
-def link_or_copy(src: str, dst: str) -> None:
-    """Reuse an immutable file in a new snapshot without copying its bytes."""
+def _locked_message(wh: Location, holder: str) -> str:
+    return f"another run is writing to {wh.url} ({holder}); this run did nothing. Retry later or pass --wait SECONDS."
+
+
+class Lease(WriterLock):
+    """``.lease.json`` created with a conditional PUT, renewed in the background, taken over once expired."""
+
+    def __init__(self, wh: Location, run_id: str, seconds: float) -> None:
+        self.wh, self.run_id, self.seconds = wh, run_id, seconds
+        self.etag: str | None = None
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _body(self) -> bytes:
+        return json.dumps(
+            {
+                "run_id": self.run_id,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "expires_at": time.time() + self.seconds,
+            }
+        ).encode()
+
+    def acquire(self, wait_seconds: float) -> None:
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            if self.wh.create_only(LEASE, self._body()):
+                current = self.wh.head(LEASE)
+                if current is not None and json.loads(current[0]).get("run_id") == self.run_id:
+                    self.etag = current[1]
+                    break
+            current = self.wh.head(LEASE)
+            if current is not None:
+                holder = json.loads(current[0] or b"{}")
+                if float(holder.get("expires_at", 0)) < time.time():  # its run died: take over, one winner
+                    etag = self.wh.replace_if(LEASE, self._body(), current[1])
+                    if etag is not None:
+                        self.etag = etag
+                        break
+                if time.monotonic() >= deadline:
+                    raise WarehouseLocked(_locked_message(self.wh, f"lease held by run {holder.get('run_id')}"))
+            time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+        self._thread = threading.Thread(target=self._renew, name="pipeline-lease", daemon=True)
+        self._thread.start()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.seconds / 3):
+            try:
+                etag = self.wh.replace_if(LEASE, self._body(), self.etag or "")
+            except OSError:
+                continue  # transient: the lease is still ours until it expires
+            if etag is None:
+                self.lost = True
+                return
+            self.etag = etag
+
+    def check(self) -> None:
+        if self.lost:
+            raise WarehouseLocked(
+                f"this run lost its writer lease on {self.wh.url} (another run took over after it expired); "
+                "it published nothing"
+            )
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self.lost or self.etag is None:
+            return
+        current = self.wh.head(LEASE)
+        if current is not None and json.loads(current[0]).get("run_id") == self.run_id:
+            self.wh.delete([LEASE])
+
+
+def acquire(wh: Location, run_id: str, wait_seconds: float, lease_seconds: float) -> WriterLock:
+    """Exclusive writer access, or WarehouseLocked (exit 75) after ``wait_seconds``."""
+    if wh.local:
+        os.makedirs(wh.root, exist_ok=True)
+        lock = filelock.FileLock(wh.join(LOCK))
+        try:
+            lock.acquire(timeout=wait_seconds)
+        except filelock.Timeout:
+            raise WarehouseLocked(_locked_message(wh, f"lock {LOCK} is held")) from None
+        return _FileLock(lock)
+    lease = Lease(wh, run_id, lease_seconds)
+    lease.acquire(wait_seconds)
+    return lease
+
+
+# --- commit ----------------------------------------------------------------------------
+
+
+def next_version(parent: Snapshot | None) -> int:
+    return parent.version + 1 if parent is not None else 1
+
+
+def commit(
+    wh: Location,
+    snapshot_id: str,
+    version: int,
+    files: dict[str, list[tuple[str, int]]],
+    extra: dict[str, Any],
+    now: datetime | None = None,
+) -> Snapshot:
+    """The atomic publish: create ``commits/<version>.json`` (the parent's plus one) or lose to the run that did."""
+    moment = now or datetime.now(UTC)
+    meta = {
+        "format": FORMAT,
+        "version": version,
+        "id": snapshot_id,
+        "parent": version - 1 if version > 1 else None,
+        "committed_at": moment.isoformat(),
+        "committed_at_epoch": moment.timestamp(),
+        "files": {t: [{"file": f, "rows": n} for f, n in entries] for t, entries in files.items()},
+        **extra,
+    }
+    if not wh.create_only(commit_name(version), json.dumps(meta, indent=1, sort_keys=True).encode()):
+        raise CommitConflict(
+            f"another run committed version {version} of {wh.url} first; this run published nothing "
+            "(its files are collected after the grace period)"
+        )
+    return _snapshot(wh, meta)
+
+
+def retire(wh: Location, version: int, now: float | None = None) -> None:
+    """Stamp a commit the catalog is about to stop showing; its grace period counts from here."""
+    wh.write_bytes(f"{COMMITS}/{version:0{VERSION_DIGITS}d}.retired", str(time.time() if now is None else now).encode())
+
+
+# --- local projection: current/ for direct Parquet readers ------------------------------
+
+
+def current_id(wh: Location) -> str | None:
+    """Snapshot id that ``current`` points at (local disk), or None."""
+    if not wh.local:
+        return None
+    link = wh.join(CURRENT)
+    if not os.path.lexists(link):
+        return None
+    return os.path.basename(os.path.realpath(link))
+
+
+def project(wh: Location, snap: Snapshot, scratch: str) -> None:
+    """Local disk: make ``snapshots/<id>/`` (hard links to data/) and point ``current`` at it."""
+    if not wh.local:
+        return
+    final = wh.join(f"{SNAPSHOTS}/{snap.id}")
+    if not os.path.isdir(final):
+        tree = os.path.join(scratch, f"tree-{snap.id}")
+        shutil.rmtree(tree, ignore_errors=True)
+        for table, rels in snap.files.items():
+            folder = os.path.join(tree, table)
+            os.makedirs(folder)
+            for rel in rels:
+                _link_or_copy(wh.join(rel), os.path.join(folder, display_name(rel)))
+            fsync_dir(folder)
+        os.makedirs(wh.join(SNAPSHOTS), exist_ok=True)
+        os.rename(tree, final)
+        fsync_dir(wh.join(SNAPSHOTS))
+    tmp = wh.join(f"{CURRENT}.tmp-{snap.id}")
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink(os.path.join(SNAPSHOTS, snap.id), tmp)
+    os.replace(tmp, wh.join(CURRENT))
+    fsync_dir(wh.root)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
     try:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
 
 
-def seal_snapshot(build_dir: str, warehouse: str, meta: dict[str, Any]) -> Snapshot:
-    """Write snapshot.json, fsync everything and move the folder under snapshots/ (not yet current)."""
-    with open(os.path.join(build_dir, SNAPSHOT_FILE), "w", encoding="utf-8") as fh:
-        json.dump(meta, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    for table in meta["files"]:
-        folder = os.path.join(build_dir, table)
-        for name in os.listdir(folder):
-            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(folder)
-    _fsync_dir(build_dir)
-    root = os.path.join(warehouse, SNAPSHOTS)
-    os.makedirs(root, exist_ok=True)
-    final = os.path.join(root, meta["id"])
-    if os.path.exists(final):  # left by a run killed between seal and commit: rebuild it
-        shutil.rmtree(final)
-    os.rename(build_dir, final)
-    _fsync_dir(root)
-    return read_snapshot(final)
+# --- staging and garbage ------------------------------------------------------------------
 
 
-def commit(warehouse: str, snap: Snapshot) -> None:
-    """The atomic publish: point ``current`` at the new snapshot in one rename."""
-    tmp = os.path.join(warehouse, f"{CURRENT}.tmp-{snap.id}")
-    if os.path.lexists(tmp):
-        os.unlink(tmp)
-    os.symlink(os.path.join(SNAPSHOTS, snap.id), tmp)
-    os.replace(tmp, os.path.join(warehouse, CURRENT))
-    _fsync_dir(warehouse)
+def staging(wh: Location, run_id: str) -> Location:
+    loc = wh.child(f"{STAGING}/{run_id}")
+    loc.makedirs("")
+    return loc
 
 
-def retire(warehouse: str, snapshot_ids: set[str], now: float | None = None) -> None:
-    """Stamp snapshots that are about to stop being visible (written just before the commit).
+def clean_staging(wh: Location) -> None:
+    """Remove what killed runs left behind; the caller holds the writer lock."""
+    if wh.local:
+        shutil.rmtree(wh.join(STAGING), ignore_errors=True)
+        for name in os.listdir(wh.root):
+            if name.startswith(f"{CURRENT}.tmp"):
+                os.unlink(wh.join(name))
+    else:
+        wh.delete_tree(STAGING)
 
-    The grace period counts from this stamp. A snapshot that never got one was never
-    published (a run killed between seal and commit) and nobody can be reading it.
+
+def _retired_at(wh: Location, version: int) -> float:
+    text = wh.read_text(f"{COMMITS}/{version:0{VERSION_DIGITS}d}.retired")
+    try:
+        return float(text) if text else 0.0
+    except ValueError:
+        return 0.0
+
+
+def collect_garbage(wh: Location, shown: set[int], grace_seconds: float, now: float | None = None) -> list[str]:
+    """Delete retired commits past the grace period and data files no live commit references.
+
+    ``shown``: versions a reader may still be pointed at (the catalog's, ``current``'s) besides the newest.
+    Returns what was deleted (relative paths).
     """
-    stamp = str(time.time() if now is None else now)
-    for sid in snapshot_ids:
-        folder = os.path.join(warehouse, SNAPSHOTS, sid)
-        if os.path.isdir(folder):
-            tmp = os.path.join(folder, f"{RETIRED}.tmp")
-            with open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(stamp)
-            os.replace(tmp, os.path.join(folder, RETIRED))
-
-
-def collect_garbage(warehouse: str, keep: set[str], grace_seconds: float, now: float | None = None) -> list[str]:
-    """Delete snapshots retired more than ``grace_seconds`` ago, and never-published ones; never ``keep``."""
-    root = os.path.join(warehouse, SNAPSHOTS)
-    if not os.path.isdir(root):
-        return []
     now = time.time() if now is None else now
-    removed = []
-    for sid in sorted(os.listdir(root)):
-        if sid in keep:
+    found = versions(wh)
+    if not found:
+        return []
+    snaps = {v: read_version(wh, v) for v in found}
+    live: set[str] = set()
+    removed: list[str] = []
+    for i, v in enumerate(found):
+        snap = snaps[v]
+        if snap is None:
             continue
-        try:
-            with open(os.path.join(root, sid, RETIRED), encoding="utf-8") as fh:
-                retired_at = float(fh.read().strip())
-        except (OSError, ValueError):
-            retired_at = None  # never published
-        if retired_at is None or now - retired_at >= grace_seconds:
-            shutil.rmtree(os.path.join(root, sid), ignore_errors=True)
-            removed.append(sid)
+        successor = snaps[found[i + 1]] if i + 1 < len(found) else None
+        retired = successor is not None and v not in shown
+        if retired and successor is not None:
+            since = max(successor.committed_at, _retired_at(wh, v))
+            if now - since >= grace_seconds:
+                removed += [commit_name(v), commit_name(v).replace(".json", ".retired")]
+                if wh.local:
+                    removed.append(f"{SNAPSHOTS}/{snap.id}")
+                continue
+        for rels in snap.files.values():
+            live.update(rels)
+    for entry in wh.list_files(DATA):
+        if entry.rel not in live and now - entry.mtime_ns / 1e9 >= grace_seconds:
+            removed.append(entry.rel)
+    removed += _orphan_trees(wh, {s.id for s in snaps.values() if s is not None}, grace_seconds, now)
+    wh.delete(removed)
     return removed
 
 
-def record_failure(warehouse: str, run_id: str, failed_at: str, error: str) -> None:
-    """Remember a failed run (it published nothing) for `pipeline status`; atomic replace."""
-    tmp = os.path.join(warehouse, f"{LAST_FAILURE}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump({"run_id": run_id, "failed_at": failed_at, "error": error}, fh)
-    os.replace(tmp, os.path.join(warehouse, LAST_FAILURE))
+def _orphan_trees(wh: Location, committed: set[str], grace_seconds: float, now: float) -> list[str]:
+    """Local snapshot folders of no commit (older layouts) once unused for the grace period."""
+    if not wh.local or not os.path.isdir(wh.join(SNAPSHOTS)):
+        return []
+    out = []
+    for sid in os.listdir(wh.join(SNAPSHOTS)):
+        if sid in committed or sid == current_id(wh):
+            continue
+        folder = wh.join(f"{SNAPSHOTS}/{sid}")
+        try:
+            with open(os.path.join(folder, "RETIRED_AT"), encoding="utf-8") as fh:
+                since = float(fh.read().strip())
+        except (OSError, ValueError):
+            since = 0.0  # never published
+        if now - since >= grace_seconds:
+            out.append(f"{SNAPSHOTS}/{sid}")
+    return out
 
 
-def read_failure(warehouse: str) -> dict[str, Any] | None:
+# --- the layout before the commit log (local disk) -------------------------------------------
+
+
+def _legacy(wh: Location) -> Snapshot | None:
+    """A warehouse written before the commit log: ``current`` -> snapshots/<id>/ with snapshot.json."""
+    if not wh.local or not os.path.lexists(wh.join(CURRENT)):
+        return None
+    folder = os.path.realpath(wh.join(CURRENT))
     try:
-        with open(os.path.join(warehouse, LAST_FAILURE), encoding="utf-8") as fh:
-            data: dict[str, Any] = json.load(fh)
-            return data
+        with open(os.path.join(folder, LEGACY_SNAPSHOT_FILE), encoding="utf-8") as fh:
+            old = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    sid = old["id"]
+    files = {t: [f"{SNAPSHOTS}/{sid}/{t}/{name}" for name in names] for t, names in old["files"].items()}
+    file_rows = {}
+    for rels in files.values():
+        for rel in rels:
+            file_rows[rel] = pq.ParquetFile(wh.join(rel)).metadata.num_rows
+    meta = {**old, "version": 0, "committed_at_epoch": os.lstat(wh.join(CURRENT)).st_mtime}
+    return Snapshot(sid, 0, wh, files, file_rows, meta)
+
+
+def adopt_legacy(wh: Location, snap: Snapshot) -> Snapshot:
+    """Move a legacy snapshot into the commit log as version 0 (hard links into data/; caller holds the lock)."""
+    files: dict[str, list[tuple[str, int]]] = {}
+    for table, rels in snap.files.items():
+        files[table] = []
+        for rel in rels:
+            part = rel.rsplit("/", 1)[-1].split(".", 1)[0]
+            target = data_name(table, part, snap.id)
+            os.makedirs(os.path.dirname(wh.join(target)), exist_ok=True)
+            if not os.path.exists(wh.join(target)):
+                _link_or_copy(wh.join(rel), wh.join(target))
+            files[table].append((target, snap.file_rows[rel]))
+    extra: dict[str, Any] = {k: snap.meta[k] for k in ("run_id", "rows") if k in snap.meta}
+    return commit(wh, snap.id, 0, files, extra)
+
+
+# --- failures, for `pipeline status` ------------------------------------------------------
+
+
+def record_failure(wh: Location, run_id: str, failed_at: str, error: str) -> None:
+    """Remember a failed run (it published nothing); replaced whole."""
+    wh.write_bytes(LAST_FAILURE, json.dumps({"run_id": run_id, "failed_at": failed_at, "error": error}).encode())
+
+
+def read_failure(wh: Location) -> dict[str, Any] | None:
+    try:
+        text = wh.read_text(LAST_FAILURE)
+        data: dict[str, Any] | None = json.loads(text) if text else None
+        return data
     except (OSError, ValueError):
         return None

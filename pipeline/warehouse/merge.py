@@ -1,26 +1,30 @@
-"""Build the next snapshot: merge changed rows into month partitions, derive the small tables.
+"""Build the next snapshot's files: merge changed rows into month partitions, derive the small tables.
 
-Cost follows the change: only months that gain or lose rows are rewritten (old
-rows of replaced articles dropped, new rows merged in, sorted); every other file
-is hard-linked from the previous snapshot. DuckDB does the merge and sort out of
-core; pyarrow writes the files with the explicit schema from ``schema``.
+Cost follows the change: only months that gain or lose rows are rewritten (old rows of
+replaced articles dropped, new rows merged in, sorted); every other file is referenced by
+the new snapshot as it is. Each (table, group of months) is an independent ``MergeSpec``,
+small and picklable, so merges run on threads locally or as tasks on a Dask cluster.
+DuckDB does the merge and sort out of core; pyarrow writes the files with the explicit
+schema from ``schema``.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable
+import tempfile
+from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.storage.location import Location
 from pipeline.warehouse import schema
-from pipeline.warehouse.commits import Snapshot, link_or_copy
+from pipeline.warehouse.commits import data_name, display_name
+from pipeline.warehouse.sql import file_list, literal
 
-EMPTY_FILE = "empty.parquet"
-DATA_FILE = "data.parquet"
+EMPTY_PART = "empty"  # a table with no rows at all is one empty file, so every reader sees its columns
+SMALL_PART = "data"  # the small tables are one file each
 ROW_GROUP_ROWS = 64 * 1024  # row groups: at most this many rows ...
 ROW_GROUP_BYTES = 32 * 1024 * 1024  # ... or this many bytes in memory (articles carry bodies)
 STREAM_ROWS = 8 * 1024  # rows per batch pulled from DuckDB: bounds memory while merging
@@ -34,29 +38,51 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _q(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+def part_of(rel: str) -> str:
+    """Partition of a data file: ``data/articles/2023-10.<id>.parquet`` -> ``2023-10``."""
+    return display_name(rel)[: -len(".parquet")]
 
 
-def _files_sql(files: Iterable[str]) -> str:
-    return "[" + ", ".join(_q(f) for f in files) + "]"
-
-
-def connect(temp_dir: str, memory_limit: str) -> duckdb.DuckDBPyConnection:
+def connect(wh: Location, memory_limit: str, temp_dir: str | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection that can read the warehouse (object stores through s3fs) and spills to local disk."""
     con = duckdb.connect(":memory:")
-    con.execute(f"SET temp_directory = {_q(temp_dir)}")
-    con.execute(f"SET memory_limit = {_q(memory_limit)}")
+    con.execute(f"SET temp_directory = {literal(temp_dir or tempfile.gettempdir())}")
+    con.execute(f"SET memory_limit = {literal(memory_limit)}")
     con.execute("SET preserve_insertion_order = true")
+    if not wh.local:
+        con.register_filesystem(wh.fs())
     return con
 
 
-def write_table(path: str, table: schema.Table, data: pa.Table) -> None:
-    pq.write_table(
-        data.select(table.column_names).cast(table.arrow_schema()),
-        path,
-        compression="zstd",
-        row_group_size=ROW_GROUP_ROWS,
-    )
+def share_memory(limit: str, parts: int) -> str:
+    """A DuckDB memory limit split between ``parts`` concurrent connections (e.g. '1GB' / 2 -> '512MB')."""
+    units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+    text = limit.strip().upper().replace(" ", "")
+    for unit in sorted(units, key=len, reverse=True):
+        if text.endswith(unit) and text[: -len(unit)].replace(".", "", 1).isdigit():
+            return f"{int(float(text[: -len(unit)]) * units[unit] / max(1, parts) / 10**6)}MB"
+    return limit  # a form we do not parse (e.g. '80%'): DuckDB applies it per connection
+
+
+def write_table(wh: Location, rel: str, table: schema.Table, data: pa.Table) -> int:
+    with wh.open_write(rel) as fh:
+        pq.write_table(
+            data.select(table.column_names).cast(table.arrow_schema()),
+            fh,
+            compression="zstd",
+            row_group_size=ROW_GROUP_ROWS,
+        )
+    return int(data.num_rows)
+
+
+def write_small(wh: Location, table: schema.Table, data: pa.Table, snapshot_id: str) -> tuple[str, int]:
+    rel = data_name(table.name, SMALL_PART, snapshot_id)
+    return rel, write_table(wh, rel, table, data)
+
+
+def write_empty(wh: Location, table: schema.Table, snapshot_id: str) -> tuple[str, int]:
+    rel = data_name(table.name, EMPTY_PART, snapshot_id)
+    return rel, write_table(wh, rel, table, table.arrow_schema().empty_table())
 
 
 def month_groups(touched: set[str], articles_per_month: dict[str, int], budget: int) -> list[list[str]]:
@@ -76,77 +102,73 @@ def month_groups(touched: set[str], articles_per_month: dict[str, int], budget: 
     return groups
 
 
-def merge_partitioned(
-    con: duckdb.DuckDBPyConnection,
-    table: schema.Table,
-    previous: Snapshot | None,
-    staging: list[str],
-    groups: list[list[str]],
-    out_dir: str,
-) -> list[str]:
-    """Write ``table`` into ``out_dir``: untouched months linked, each group of touched months merged.
+@dataclass(frozen=True)
+class MergeSpec:
+    """One table's rows for a group of months: previous files, staged rows, and what to drop."""
 
-    Expects temp tables ``dead(article_id)`` and ``losers(rel)`` on ``con``.
-    """
-    os.makedirs(out_dir, exist_ok=True)
-    touched = {m for g in groups for m in g}
-    names: list[str] = []
-    old: dict[str, str] = {}
-    for path in previous.table_files(table.name) if previous else []:
-        month = os.path.basename(path)[: -len(".parquet")]
-        if month == "empty":
-            continue
-        if month in touched:
-            old[month] = path
-        else:
-            link_or_copy(path, os.path.join(out_dir, os.path.basename(path)))
-            names.append(os.path.basename(path))
+    table: str
+    months: tuple[str, ...]
+    old_files: tuple[str, ...]  # URLs of the previous snapshot's files for these months
+    staging: tuple[str, ...]  # URLs of this run's staging files (rows of every month)
+    dead: str  # URL of a Parquet file: article_id of rows replaced or removed
+    losers: str  # URL of a Parquet file: rel of parsed files whose rows must not be merged
+    warehouse: Location
+    snapshot_id: str
+    memory_limit: str
+
+
+def merge_group(spec: MergeSpec) -> list[tuple[str, int]]:
+    """Write one month file per non-empty month of the group; (relative path, rows) each."""
+    table = schema.table(spec.table)
     cols = ", ".join(f'"{c}"' for c in table.column_names)
     order = ", ".join(f'"{k}"' for k in SORT_KEYS[table.name])
-    for group in groups:
-        parts = []
-        old_files = [old[m] for m in group if m in old]
-        if old_files:
-            parts.append(
-                f"SELECT {cols}, regexp_extract(filename, '([^/]+)\\.parquet$', 1) AS _month "
-                f"FROM read_parquet({_files_sql(old_files)}, filename = true) "
-                "WHERE article_id NOT IN (SELECT article_id FROM dead)"
-            )
-        if staging:
-            months = ", ".join(_q(m) for m in group)
-            parts.append(
-                f"SELECT {cols}, _month FROM read_parquet({_files_sql(staging)}) "
-                f"WHERE _month IN ({months}) AND _source NOT IN (SELECT rel FROM losers)"
-            )
-        if parts:
-            sql = f"SELECT * FROM ({' UNION ALL '.join(parts)}) ORDER BY _month, {order}"
-            names.extend(_stream_by_month(con.sql(sql).to_arrow_reader(STREAM_ROWS), table, out_dir))
-    if not names:
-        write_table(os.path.join(out_dir, EMPTY_FILE), table, table.arrow_schema().empty_table())
-        names.append(EMPTY_FILE)
-    return sorted(names)
+    parts = []
+    if spec.old_files:
+        parts.append(
+            f"SELECT {cols}, regexp_extract(filename, '([^/.]+)\\.[^/]*\\.parquet$', 1) AS _month "
+            f"FROM read_parquet({file_list(spec.old_files)}, filename = true) "
+            f"WHERE article_id NOT IN (SELECT article_id FROM read_parquet({literal(spec.dead)}))"
+        )
+    if spec.staging:
+        months = ", ".join(literal(m) for m in spec.months)
+        parts.append(
+            f"SELECT {cols}, _month FROM read_parquet({file_list(spec.staging)}) "
+            f"WHERE _month IN ({months}) AND _source NOT IN (SELECT rel FROM read_parquet({literal(spec.losers)}))"
+        )
+    if not parts:
+        return []
+    con = connect(spec.warehouse, spec.memory_limit)
+    try:
+        sql = f"SELECT * FROM ({' UNION ALL '.join(parts)}) ORDER BY _month, {order}"
+        reader = con.sql(sql).to_arrow_reader(STREAM_ROWS)
+        return _stream_by_month(reader, table, spec.warehouse, spec.snapshot_id)
+    finally:
+        con.close()
 
 
 class _MonthWriter:
     """Writes a sorted stream into one file per month, in row groups of bounded rows and bytes."""
 
-    def __init__(self, table: schema.Table, out_dir: str) -> None:
+    def __init__(self, table: schema.Table, wh: Location, snapshot_id: str) -> None:
         self.table = table
         self.target = table.arrow_schema()
-        self.out_dir = out_dir
-        self.names: list[str] = []
+        self.wh = wh
+        self.snapshot_id = snapshot_id
+        self.written: list[tuple[str, int]] = []
         self.month: str | None = None
+        self.fh: object | None = None
         self.writer: pq.ParquetWriter | None = None
         self.buffer: list[pa.RecordBatch] = []
-        self.rows = self.bytes = 0
+        self.rows = self.bytes = self.total = 0
 
     def add(self, month: str, part: pa.RecordBatch) -> None:
         if month != self.month:
             self.close()
             self.month = month
-            self.names.append(f"{month}.parquet")
-            path = os.path.join(self.out_dir, self.names[-1])
-            self.writer = pq.ParquetWriter(path, self.target, compression="zstd")
+            rel = data_name(self.table.name, month, self.snapshot_id)
+            self.written.append((rel, 0))
+            self.fh = self.wh.open_write(rel)
+            self.writer = pq.ParquetWriter(self.fh, self.target, compression="zstd")
         self.buffer.append(part)
         self.rows += part.num_rows
         self.bytes += part.nbytes
@@ -157,6 +179,7 @@ class _MonthWriter:
         if self.buffer and self.writer is not None:
             data = pa.Table.from_batches(self.buffer).select(self.table.column_names).cast(self.target)
             self.writer.write_table(data, row_group_size=max(self.rows, 1))
+            self.total += data.num_rows
         self.buffer, self.rows, self.bytes = [], 0, 0
 
     def close(self) -> None:
@@ -164,10 +187,15 @@ class _MonthWriter:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+            self.fh.close()  # type: ignore[union-attr]
+            self.written[-1] = (self.written[-1][0], self.total)
+            self.total = 0
 
 
-def _stream_by_month(reader: pa.RecordBatchReader, table: schema.Table, out_dir: str) -> list[str]:
-    out = _MonthWriter(table, out_dir)
+def _stream_by_month(
+    reader: pa.RecordBatchReader, table: schema.Table, wh: Location, sid: str
+) -> list[tuple[str, int]]:
+    out = _MonthWriter(table, wh, sid)
     try:
         for batch in reader:
             months = batch.column("_month")
@@ -175,7 +203,7 @@ def _stream_by_month(reader: pa.RecordBatchReader, table: schema.Table, out_dir:
                 out.add(month, batch.filter(pc.equal(months, month)))
     finally:
         out.close()
-    return out.names
+    return out.written
 
 
 PROVIDERS_SQL = """
@@ -207,9 +235,5 @@ ORDER BY m.provider_id
 
 
 def derive_providers(con: duckdb.DuckDBPyConnection, articles: list[str], related: list[str]) -> pa.Table:
-    sql = PROVIDERS_SQL.format(articles=_files_sql(articles), related=_files_sql(related))
+    sql = PROVIDERS_SQL.format(articles=file_list(articles), related=file_list(related))
     return con.sql(sql).to_arrow_table()
-
-
-def count_rows(files: list[str]) -> int:
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)

@@ -1,8 +1,9 @@
 """Read-only SQL over the current snapshot, for the `pipeline query` command.
 
-Queries run in an in-memory DuckDB whose views point at the files of
-``warehouse/current``: no lock on catalog.duckdb, correct after the warehouse
-folder is moved, and no statement can write (only SELECT-like statements pass).
+Queries run in an in-memory DuckDB whose views point at the files of the newest
+committed snapshot (local paths or s3:// URLs): no lock on catalog.duckdb, correct
+after the warehouse is moved, and no statement can write (only SELECT-like
+statements pass).
 """
 
 from __future__ import annotations
@@ -17,14 +18,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import QueryError
+from pipeline.storage.location import Location
 from pipeline.warehouse import commits, schema
 from pipeline.warehouse.catalog import memory_connection
 
 READ_ONLY = {"SELECT", "EXPLAIN"}
 
 
-def connect(warehouse: str) -> duckdb.DuckDBPyConnection:
-    con = memory_connection(commits.require_current(warehouse))
+def connect(warehouse: Location) -> duckdb.DuckDBPyConnection:
+    con = memory_connection(commits.require_newest(warehouse))
     con.execute("SET lock_configuration = true")
     return con
 
@@ -33,7 +35,7 @@ def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
 
 
-def run_query(warehouse: str, sql: str) -> pa.Table:
+def run_query(warehouse: Location, sql: str) -> pa.Table:
     con = connect(warehouse)
     try:
         try:
@@ -59,7 +61,7 @@ def run_query(warehouse: str, sql: str) -> pa.Table:
         con.close()
 
 
-def list_tables(warehouse: str) -> pa.Table:
+def list_tables(warehouse: Location) -> pa.Table:
     con = connect(warehouse)
     try:
         rows = []

@@ -5,30 +5,30 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
-from pipeline.warehouse import commits, schema
+from pipeline.storage.location import Location
+from pipeline.warehouse import commits, schema, tables
 
 
-def warehouse_status(warehouse: str, now: datetime, max_age: timedelta | None) -> dict[str, Any]:
+def warehouse_status(wh: Location, now: datetime, max_age: timedelta | None) -> dict[str, Any]:
     """Last runs, row counts, rejects and age; ``healthy`` is False when it should page someone."""
-    snap = commits.read_current(warehouse)
+    warehouse = wh.url
+    snap = commits.read_newest(wh)
     if snap is None:
-        failure = commits.read_failure(warehouse)
+        failure = commits.read_failure(wh)
         why = f"no published snapshot; last failure: {failure['error']}" if failure else "no published snapshot"
         return {"warehouse": warehouse, "healthy": False, "problem": why, "runs": []}
-    runs = pq.read_table(snap.table_files("load_runs")).to_pylist()
+    runs = tables.read(snap, "load_runs").to_pylist()
     runs.sort(key=lambda r: r["started_at"])
     last = runs[-1]
-    rows = {t.name: sum(pq.ParquetFile(f).metadata.num_rows for f in snap.table_files(t.name)) for t in schema.TABLES}
+    rows = {t.name: snap.rows(t.name) for t in schema.TABLES}  # row counts are in the commit: no file is opened
     age = now - last["finished_at"]
     newest = None
-    articles = snap.table_files("articles")
     if rows["articles"]:
-        values = pq.read_table(articles, columns=["published_at"]).column(0)
-        newest = max((v for v in values.to_pylist() if v is not None), default=None)
+        newest = pc.max(tables.read(snap, "articles", ["published_at"]).column(0)).as_py()
     problem: str | None = None
-    failure = commits.read_failure(warehouse)
+    failure = commits.read_failure(wh)
     if failure and failure["failed_at"] > last["finished_at"].isoformat():
         problem = f"last run {failure['run_id']} failed at {failure['failed_at']}: {failure['error']}"
     elif max_age is not None and age > max_age:
@@ -36,6 +36,7 @@ def warehouse_status(warehouse: str, now: datetime, max_age: timedelta | None) -
     return {
         "warehouse": warehouse,
         "snapshot_id": snap.id,
+        "version": snap.version,
         "healthy": problem is None,
         "problem": problem,
         "last_run": {k: last[k] for k in ("run_id", "status", "started_at", "finished_at")},
@@ -46,7 +47,7 @@ def warehouse_status(warehouse: str, now: datetime, max_age: timedelta | None) -
         "rejects": rows["rejects"],
         "runs": [
             {
-                k: r[k]
+                k: r.get(k)
                 for k in (
                     "run_id",
                     "status",
@@ -57,6 +58,7 @@ def warehouse_status(warehouse: str, now: datetime, max_age: timedelta | None) -
                     "files_deleted",
                     "files_rejected",
                     "files_duplicate",
+                    "files_unlisted",
                 )
             }
             for r in runs[-10:]

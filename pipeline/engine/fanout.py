@@ -1,0 +1,124 @@
+"""Where the parallel work of a run goes: local worker processes, or a Dask cluster.
+
+The stages hand over small frozen specs (``BatchSpec``, ``MergeSpec``) and get back small
+results; which engine runs them is chosen here, never inside a stage. Prefect's own
+fan-out (tasks submitted to its Dask task runner) lives in ``pipeline.orchestration`` and
+implements the same interface, so this package never imports Prefect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from pipeline.engine.parse import BatchResult, BatchSpec, IsolatingPool, isolated_batch
+from pipeline.errors import ConfigError
+from pipeline.warehouse.merge import MergeSpec, merge_group
+
+Progress = Callable[[int], None]
+Written = list[tuple[str, int]]
+
+
+class Fanout(Protocol):
+    def parse(self, specs: Iterable[BatchSpec], on_done: Progress | None = None) -> Iterator[BatchResult]:
+        """Run parse batches; yield results as they finish (any order)."""
+        ...
+
+    def merge(self, specs: list[MergeSpec]) -> list[Written]:
+        """Run merges; results in the order of ``specs``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class LocalFanout:
+    """Today's single-machine engine: a crash-isolating process pool for parsing, threads for merges.
+
+    DuckDB and the Parquet writer release the GIL, so merges need no processes.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = max(1, workers)
+        self.pool = IsolatingPool(self.workers)
+
+    def parse(self, specs: Iterable[BatchSpec], on_done: Progress | None = None) -> Iterator[BatchResult]:
+        try:
+            yield from self.pool.run(specs, on_done)
+        finally:
+            self.pool.close()  # no idle worker processes outlive the parse (or hold a killed run's pipes)
+
+    def merge(self, specs: list[MergeSpec]) -> list[Written]:
+        with ThreadPoolExecutor(max_workers=min(2, self.workers)) as threads:
+            return list(threads.map(merge_group, specs))
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def bounded_as_completed(
+    submit: Callable[[Any], Any],
+    items: Iterable[Any],
+    in_flight: int,
+    wait_any: Callable[[list[Any]], tuple[list[Any], list[Any]]],
+) -> Iterator[tuple[Any, Any]]:
+    """Submit lazily with at most ``in_flight`` futures outstanding; yield (item, future) as each finishes."""
+    source = iter(items)
+    pending: dict[Any, Any] = {}
+
+    def top_up() -> None:
+        while len(pending) < in_flight:
+            item = next(source, None)
+            if item is None:
+                return
+            pending[submit(item)] = item
+
+    top_up()
+    while pending:
+        done, _ = wait_any(list(pending))
+        for fut in done:
+            yield pending.pop(fut), fut
+        top_up()
+
+
+class DaskFanout:
+    """A Dask cluster without Prefect (``--orchestrator none --runner dask``): the same specs as tasks."""
+
+    def __init__(self, address: str | None, workers: int) -> None:
+        from pipeline.engine.cluster import connect
+
+        self.client, self._owned = connect(address, workers)
+        self.in_flight = 2 * max(1, len(self.client.scheduler_info()["workers"]))
+
+    def parse(self, specs: Iterable[BatchSpec], on_done: Progress | None = None) -> Iterator[BatchResult]:
+        from distributed import wait
+
+        def wait_any(futures: list[Any]) -> tuple[list[Any], list[Any]]:
+            done, rest = wait(futures, return_when="FIRST_COMPLETED")
+            return list(done), list(rest)
+
+        def submit(spec: BatchSpec) -> Any:
+            return self.client.submit(isolated_batch, spec, pure=False)
+
+        for spec, fut in bounded_as_completed(submit, specs, self.in_flight, wait_any):
+            result: BatchResult = fut.result()
+            if on_done:
+                on_done(len(spec.jobs))
+            yield result
+
+    def merge(self, specs: list[MergeSpec]) -> list[Written]:
+        futures = [self.client.submit(merge_group, s, pure=False) for s in specs]
+        return [f.result() for f in futures]
+
+    def close(self) -> None:
+        self.client.close()
+        for owned in self._owned:
+            owned.close()
+
+
+def local_or_dask(runner: str, workers: int, dask_address: str | None) -> Fanout:
+    if runner == "processes":
+        return LocalFanout(workers)
+    if runner == "dask":
+        return DaskFanout(dask_address, workers)
+    raise ConfigError(f"unknown runner {runner!r}: use processes or dask")

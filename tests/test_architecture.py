@@ -1,0 +1,47 @@
+"""The architecture, checked at run time as well as by import-linter (pyproject's contracts, run in CI)."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+from pipeline.config import FLOW_PARAMETERS, Settings
+from pipeline.engine.stages import STAGES
+
+from .conftest import REPO
+
+CORE = (
+    "pipeline.engine.stages",
+    "pipeline.engine.validate",
+    "pipeline.warehouse.query",
+    "pipeline.warehouse.status",
+    "pipeline.warehouse.catalog",
+    "pipeline.cli",
+)
+
+
+def test_core_modules_never_load_prefect_or_dask() -> None:
+    """Importing the engine, the warehouse readers and the CLI loads neither Prefect nor Dask."""
+    code = (
+        "import sys, importlib\n"
+        f"for m in {CORE!r}: importlib.import_module(m)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('prefect', 'prefect_dask', 'dask', 'distributed')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_flow_parameters_are_settings_and_the_flow_signature() -> None:
+    from pipeline.orchestration.flow import ingest
+
+    fields = set(Settings.__dataclass_fields__)
+    assert set(FLOW_PARAMETERS) <= fields
+    assert tuple(inspect.signature(ingest.fn).parameters) == FLOW_PARAMETERS
+
+
+def test_flow_tasks_are_the_engine_stages() -> None:
+    from pipeline.orchestration.flow import STAGE_TASKS
+
+    assert [t.name for t in STAGE_TASKS.values()] == [s.name for s in STAGES]
+    assert [s.name for s in STAGES] == ["plan", "parse", "resolve", "build", "check", "publish"]
