@@ -50,7 +50,29 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
+# A run's live state, by run id, in the flow process. Stage tasks take only the run id: Prefect
+# records (and ships with every task submitted from inside a task) a task's parameters, and a
+# run's state holds Arrow tables, a worker pool and the writer lock.
+# Prefect ships the submitting task (and so this registry, through its globals) with every task it
+# submits to Dask; the registry pickles as "the registry of the process that unpickles it".
+class _Registry(dict[str, tuple[list[State], Services]]):
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return (_registry, ())
+
+
+def _registry() -> _Registry:
+    return _LIVE
+
+
+_LIVE = _Registry()
+
+
 def _stage_task(stage: Stage) -> Any:
+    def run_stage(run_id: str) -> float:
+        box, services = _LIVE[run_id]
+        box[0] = stage.run(box[0], services)
+        return round(box[0].timings.get(stage.name, 0.0), 3)
+
     return task(
         name=stage.name,
         description=stage.doc,
@@ -59,12 +81,23 @@ def _stage_task(stage: Stage) -> Any:
         retry_condition_fn=_transient,
         cache_policy=NO_CACHE,
         timeout_seconds=STAGE_TIMEOUT,
-    )(stage.run)
+    )(run_stage)
 
 
 STAGE_TASKS = {stage.name: _stage_task(stage) for stage in STAGES}
-parse_batch = task(name="parse-batch", cache_policy=NO_CACHE, timeout_seconds=3600)(isolated_batch)
-merge_months = task(name="merge", cache_policy=NO_CACHE, timeout_seconds=STAGE_TIMEOUT)(merge_group)
+
+
+# Module-level functions of their own, so Dask pickles the tasks by reference.
+@task(name="parse-batch", cache_policy=NO_CACHE, timeout_seconds=3600)
+def parse_batch(spec: BatchSpec) -> BatchResult:
+    """About a thousand files: read, parse, stage rows; a parser crash costs only its file."""
+    return isolated_batch(spec)
+
+
+@task(name="merge", cache_policy=NO_CACHE, timeout_seconds=STAGE_TIMEOUT)
+def merge_months(spec: MergeSpec) -> Written:
+    """One table's rows for a group of months, merged and sorted into new data files."""
+    return merge_group(spec)
 
 
 class PrefectFanout:
@@ -117,14 +150,18 @@ def _progress() -> stages.Progress:
 
 
 def _run_stages(ctx: stages.RunContext, services: Services) -> State:
-    state = State(ctx)
+    box = [State(ctx)]
+    _LIVE[ctx.run_id] = (box, services)
     logger = get_run_logger()
-    for stage in STAGES:
-        state = STAGE_TASKS[stage.name](state, services)
-        if stage.name == "plan":
-            planned = state.need("plan")
-            logger.info("%d files seen, %d to read", planned.counts["files_seen"], planned.to_read.num_rows)
-    return state
+    try:
+        for stage in STAGES:
+            STAGE_TASKS[stage.name](ctx.run_id)
+            if stage.name == "plan":
+                planned = box[0].need("plan")
+                logger.info("%d files seen, %d to read", planned.counts["files_seen"], planned.to_read.num_rows)
+        return box[0]
+    finally:
+        del _LIVE[ctx.run_id]
 
 
 def _dask_runner(settings: Any) -> Any:

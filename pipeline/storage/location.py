@@ -363,7 +363,7 @@ async def _fetch_all(fs: Any, bucket: str, keys: list[str], max_bytes: int) -> l
                     data: bytes = await body.read()
                 return data
             except Exception as exc:  # per-object outcome: the caller quarantines this file only
-                if "InvalidRange" in str(exc) or "416" in str(exc):
+                if any(s in str(exc) for s in ("InvalidRange", "416", "range is not satisfiable")):
                     return b""  # a zero-byte object has no byte 0
                 return exc
 

@@ -12,13 +12,35 @@ import duckdb
 from pipeline.storage.location import Location
 from pipeline.warehouse import schema
 from pipeline.warehouse.merge import connect
-from pipeline.warehouse.sql import file_list
+from pipeline.warehouse.sql import file_list, ident
 
 ID_PATTERN = "^[0-9a-f]{16}$"
 
 
 def _src(files: dict[str, list[str]], table: str) -> str:
     return f"read_parquet({file_list(files[table])})"
+
+
+# Columns the checks read beyond each table's key, required columns and parent key.
+_CHECKED = {
+    "articles": ("provider_id",),
+    "related_articles": ("related_article_id", "provider_id"),
+    "providers": ("provider_id",),
+    "source_files": ("status", "article_id"),
+}
+
+
+def _materialize(con: duckdb.DuckDBPyConnection, src: dict[str, str]) -> dict[str, str]:
+    """Copy the checked columns of every table into DuckDB once (remote files are slow to open)."""
+    out = {}
+    for t in schema.TABLES:
+        cols = dict.fromkeys(
+            [*t.key, *(c.name for c in t.columns if not c.nullable), *t.parent_key, *_CHECKED.get(t.name, ())]
+        )
+        name = f"checked_{t.name}"
+        con.execute(f"CREATE TEMP TABLE {name} AS SELECT {', '.join(ident(c) for c in cols)} FROM {src[t.name]}")
+        out[t.name] = name
+    return out
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
@@ -34,6 +56,8 @@ def run_checks(
     failures: list[str] = []
     src = {t.name: _src(files, t.name) for t in schema.TABLES}
     try:
+        if not wh.local:
+            src = _materialize(con, src)  # one read of each remote table, not one per check
         for t in schema.TABLES:
             key = ", ".join(f'"{k}"' for k in t.key)
             dupes = _scalar(
@@ -41,9 +65,15 @@ def run_checks(
             )
             if dupes:
                 failures.append(f"{t.name}: {dupes} duplicate keys ({', '.join(t.key)})")
-            for c in t.columns:
-                if not c.nullable and _scalar(con, f'SELECT count(*) FROM {src[t.name]} WHERE "{c.name}" IS NULL'):
-                    failures.append(f"{t.name}.{c.name}: NULL in a NOT NULL column")
+            required = [c.name for c in t.columns if not c.nullable]
+            nulls = con.execute(
+                "SELECT "
+                + ", ".join(f'count(*) FILTER (WHERE "{c}" IS NULL)' for c in required)
+                + f" FROM {src[t.name]}"
+            ).fetchone()
+            for name, n in zip(required, nulls or (), strict=True):
+                if n:
+                    failures.append(f"{t.name}.{name}: NULL in a NOT NULL column")
             if t.parent:
                 pairs = zip(t.parent_key, schema.table(t.parent).key, strict=True)
                 on = " AND ".join(f'c."{ck}" = p."{pk}"' for ck, pk in pairs)
