@@ -336,6 +336,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `pipeline query ... | head`
         sys.stderr.close()
         return 0
+    except OSError as exc:  # storage failed (after retries where they are safe): nothing was published
+        if args.debug:
+            raise
+        _drop_frames(exc)
+        print(f"pipeline: error: storage failed: {exc} (nothing was published)", file=sys.stderr)
+        return 1
     except Exception as exc:  # a bug or an environment failure: still one line unless --debug
         if args.debug:
             raise

@@ -64,9 +64,10 @@ def list_error(prefix: str) -> None:
     target, _, times = spec.partition("@")
     if target != prefix:
         return
-    if times:
-        with _attempts_lock:
-            _attempts[prefix] = _attempts.get(prefix, 0) + 1
-            if _attempts[prefix] > int(times):
-                return
-    raise OSError(errno.EIO, f"injected listing error on {prefix or 'the root'!r}")
+    if not times:  # permanent, like a folder without read permission
+        raise PermissionError(errno.EACCES, f"injected listing error on {prefix or 'the root'!r}")
+    with _attempts_lock:
+        _attempts[prefix] = _attempts.get(prefix, 0) + 1
+        if _attempts[prefix] > int(times):
+            return
+    raise OSError(errno.EIO, f"injected transient listing error on {prefix or 'the root'!r}")

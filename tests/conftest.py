@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +95,44 @@ def export_tables(warehouse: Path, tables: tuple[str, ...] = CONTENT_TABLES) -> 
         return out
     finally:
         con.close()
+
+
+# --- servers, started once per session ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[Any]:
+    """A real `prefect server start` on loopback, shared by every test that needs the Prefect API."""
+    from .prefect_server import PrefectServer, group_members
+
+    srv = PrefectServer(
+        # An ENQUEUEd run that finds the deployment's slot taken is rescheduled this much later
+        # (AwaitingConcurrencySlot); the default 30 s would only make the overlap tests slower.
+        PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS="2",
+    )
+    srv.start()
+    assert srv.proc is not None
+    pgid = srv.proc.pid
+    yield srv
+    srv.stop()
+    assert not group_members(pgid), "prefect server left processes behind"
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[Any]:
+    """A real S3-compatible server (moto) on loopback; its endpoint and test keys are set for this process too."""
+    from .s3_server import MotoServer
+
+    srv = MotoServer()
+    srv.start()
+    saved = {k: os.environ.get(k) for k in srv.env()}
+    os.environ.update(srv.env())
+    try:
+        yield srv
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        srv.stop()

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -94,13 +95,15 @@ class MotoServer:
         """Every file under ``folder`` to ``s3://bucket/prefix/<relative path>``; returns the count."""
         fs = self.client()
         bucket, _, prefix = url.removeprefix("s3://").partition("/")
-        n = 0
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                rel = path.relative_to(folder).as_posix()
-                put(fs, bucket, f"{prefix}/{rel}" if prefix else rel, path.read_bytes())
-                n += 1
-        return n
+        files = [p for p in sorted(folder.rglob("*")) if p.is_file()]
+
+        def one(path: Path) -> None:
+            rel = path.relative_to(folder).as_posix()
+            put(fs, bucket, f"{prefix}/{rel}" if prefix else rel, path.read_bytes())
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            list(pool.map(one, files))
+        return len(files)
 
     def log_mark(self) -> int:
         """A position in the access log; `requests_since` counts what came after it."""

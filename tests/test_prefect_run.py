@@ -10,7 +10,6 @@ import json
 import os
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ from .prefect_server import (
     PREFECT,
     PrefectServer,
     artifacts,
-    group_members,
     run_logs,
     stop_group,
     task_name,
@@ -37,15 +35,10 @@ pytestmark = pytest.mark.server
 STAGES = [stage.name for stage in ENGINE_STAGES]
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[PrefectServer]:
-    srv = PrefectServer()
-    srv.start()
-    assert srv.proc is not None
-    pgid = srv.proc.pid
-    yield srv
-    srv.stop()
-    assert not group_members(pgid), "prefect server left processes behind"
+@pytest.fixture
+def server(prefect_server: PrefectServer) -> PrefectServer:
+    """The session's Prefect server."""
+    return prefect_server
 
 
 RUN_NAME = re.compile(r"ingest-seeds-\d{8}T\d{6}Z")  # ingest-<seeds folder name>-<UTC start>

@@ -14,7 +14,9 @@ worker thread keeps one such child process, so a crash never kills the Dask work
 from __future__ import annotations
 
 import multiprocessing
+import os
 import secrets
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -59,14 +61,7 @@ class BatchSpec:
     staging: Location  # folder (prefix) for this batch's staging Parquet
     run_id: str
     max_bytes: int
-
-    def split(self) -> tuple[BatchSpec, BatchSpec]:
-        mid = len(self.jobs) // 2
-        tag = self.batch_no * 2
-        return (
-            BatchSpec(tag, self.jobs[:mid], self.seeds, self.staging, self.run_id, self.max_bytes),
-            BatchSpec(tag + 1, self.jobs[mid:], self.seeds, self.staging, self.run_id, self.max_bytes),
-        )
+    checkpoint: str | None = None  # a local file the worker writes the index of the file it is on to
 
 
 @dataclass
@@ -210,11 +205,16 @@ def process_batch(spec: BatchSpec) -> BatchResult:
     """Worker entry point: one batch of files -> outcomes + staging files."""
     outcomes: list[Outcome] = []
     loaded: list[tuple[Outcome, Loaded]] = []
-    for job, data in _contents(spec):
+    mark = os.open(spec.checkpoint, os.O_WRONLY) if spec.checkpoint else None
+    for i, (job, data) in enumerate(_contents(spec)):
+        if mark is not None:
+            os.pwrite(mark, i.to_bytes(8, "little"), 0)  # if this process dies now, job i killed it
         outcome, item = process_file(job, data, spec.run_id, spec.max_bytes)
         outcomes.append(outcome)
         if item is not None:
             loaded.append((outcome, item))
+    if mark is not None:
+        os.close(mark)
     staging = _write_staging(loaded, spec) if loaded else {}
     return BatchResult(outcomes, staging)
 
@@ -316,19 +316,34 @@ class IsolatingPool:
             raise PipelineError("parser worker processes cannot start (see the log above)") from None
 
     def _isolate(self, spec: BatchSpec) -> Iterator[BatchResult]:
-        """Re-run a batch whose worker died, halving it until the culprit is alone."""
-        with ProcessPoolExecutor(1, mp_context=self._ctx) as pool:
-            try:
-                result: BatchResult | None = pool.submit(process_batch, spec).result()
-            except BrokenProcessPool:
-                result = None
-        if result is not None:
-            yield result
-        elif len(spec.jobs) == 1:
-            yield BatchResult([crashed(spec.jobs[0])])
-        else:
-            for half in spec.split():
-                yield from self._isolate(half)
+        """Re-run a batch whose worker died, one process at a time, with a checkpoint of the file in hand.
+
+        When the process dies, the checkpoint names the file that killed it: that file is quarantined
+        and the rest of the batch runs again in a fresh process. Each crash costs one process start.
+        """
+        fd, checkpoint = tempfile.mkstemp(prefix="pipeline-checkpoint-")
+        os.close(fd)
+        try:
+            jobs = spec.jobs
+            while jobs:
+                with open(checkpoint, "wb") as fh:
+                    fh.write((-1).to_bytes(8, "little", signed=True))
+                attempt = BatchSpec(
+                    spec.batch_no, jobs, spec.seeds, spec.staging, spec.run_id, spec.max_bytes, checkpoint
+                )
+                try:
+                    with ProcessPoolExecutor(1, mp_context=self._ctx) as pool:
+                        yield pool.submit(process_batch, attempt).result()
+                    return
+                except BrokenProcessPool:
+                    with open(checkpoint, "rb") as fh:
+                        at = int.from_bytes(fh.read(8), "little", signed=True)
+                    if not 0 <= at < len(jobs):
+                        raise PipelineError("a parser worker process died before reading any file") from None
+                    yield BatchResult([crashed(jobs[at])])
+                    jobs = jobs[:at] + jobs[at + 1 :]
+        finally:
+            os.unlink(checkpoint)
 
 
 _NOWHERE = Location("file", "/nonexistent-pipeline-probe")

@@ -27,7 +27,7 @@ from pipeline.engine.parse import BatchResult, BatchSpec, Job, Outcome, batch_si
 from pipeline.errors import ChecksFailed, ConfigError, PipelineError
 from pipeline.read.discover import discover
 from pipeline.read.problems import Problem
-from pipeline.storage.location import Location
+from pipeline.storage.location import Location, transient
 from pipeline.warehouse import checks, commits, ledger, merge, schema, tables
 from pipeline.warehouse.catalog import show
 from pipeline.warehouse.commits import Snapshot, WriterLock
@@ -513,12 +513,12 @@ STAGES: tuple[Stage, ...] = (
 
 
 def run_stage(stage: Stage, state: State, services: Services) -> State:
-    """One stage, retried on OSError where the stage allows it."""
+    """One stage, retried on transient I/O errors where the stage allows it."""
     for attempt in range(stage.retries + 1):
         try:
             return stage.run(state, services)
-        except OSError:
-            if attempt == stage.retries:
+        except OSError as exc:
+            if not transient(exc) or attempt == stage.retries:
                 raise
             time.sleep(2)
     raise AssertionError("unreachable")

@@ -34,19 +34,18 @@ from pipeline.engine.fanout import Fanout, LocalFanout, Progress, Written  # noq
 from pipeline.engine.parse import BatchResult, BatchSpec, isolated_batch  # noqa: E402
 from pipeline.engine.stages import STAGES, Services, Stage, State  # noqa: E402
 from pipeline.report import rejects_markdown, run_summary, summary_markdown  # noqa: E402
+from pipeline.storage.location import transient  # noqa: E402
 from pipeline.warehouse.merge import MergeSpec, merge_group  # noqa: E402
 
 STAGE_TIMEOUT = 6 * 3600
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry only on OS-level errors (a network mount or object store hiccup), never on our own errors."""
+    """Retry only on transient I/O errors (a network mount or object store hiccup), never on our own errors."""
     try:
         state.result()
-    except OSError:
-        return True
-    except Exception:
-        return False
+    except Exception as exc:
+        return transient(exc)
     return False
 
 

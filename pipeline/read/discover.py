@@ -25,7 +25,7 @@ from typing import NamedTuple, TypeVar
 
 from pipeline import faults
 from pipeline.read.problems import Problem
-from pipeline.storage.location import Location, relpath_ok
+from pipeline.storage.location import Location, relpath_ok, transient
 
 LIST_ATTEMPTS = 3  # a prefix listing is retried this many times before it counts as unlisted
 LIST_THREADS = 16  # top-level prefixes listed concurrently on object stores
@@ -96,10 +96,14 @@ def _discover_local(root: str, patterns: tuple[str, ...]) -> Discovery:
     stack = [("", real_root)]
     while stack:
         prefix, folder = stack.pop()
-        try:
+
+        def listing(prefix: str = prefix, folder: str = folder) -> list[os.DirEntry[str]]:
             faults.list_error(prefix)
             with os.scandir(folder) as it:
-                entries = list(it)
+                return list(it)
+
+        try:
+            entries = _retry(listing)
         except OSError as exc:
             if not prefix:
                 raise  # the seeds folder itself: the run fails (and is retried), nothing is deleted
@@ -152,10 +156,8 @@ def _retry(fn: Callable[[], T]) -> T:
     for attempt in range(LIST_ATTEMPTS):
         try:
             return fn()
-        except (PermissionError, FileNotFoundError):
-            raise  # permanent: more tries will not help
-        except OSError:
-            if attempt == LIST_ATTEMPTS - 1:
+        except OSError as exc:
+            if not transient(exc) or attempt == LIST_ATTEMPTS - 1:
                 raise
             time.sleep(0.2 * 2**attempt)
     raise AssertionError("unreachable")

@@ -120,6 +120,14 @@ class Location:
         """The process-wide s3fs client for these options (None on local disk)."""
         return None if self.local else _s3(self.options_json)
 
+    def reader_fs(self) -> Any:
+        """A fresh s3fs client whose listing cache holds every object under this location (one LIST per
+        thousand keys), so DuckDB and pyarrow open files without a HEAD request each. For reading what
+        exists now: objects written later are not in its cache."""
+        fs = _new_s3(self.options_json)
+        fs.find(self.root)
+        return fs
+
     def _call(self, method: str, **kwargs: Any) -> Any:
         return self.fs().call_s3(method, Bucket=self.bucket, **kwargs)
 
@@ -308,6 +316,14 @@ class Location:
             self.delete([e.rel for e in self.list_files(rel)])
 
 
+PERMANENT = (PermissionError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
+
+
+def transient(exc: BaseException) -> bool:
+    """An I/O error worth another try (a dropped connection, throttling, EIO on a network mount)."""
+    return isinstance(exc, OSError) and not isinstance(exc, PERMANENT)
+
+
 def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -329,7 +345,12 @@ def _ns(value: Any) -> int:
 
 @functools.lru_cache(maxsize=8)
 def _s3(options_json: str) -> Any:
-    """One s3fs client per process and option set; endpoint and keys from the AWS_* environment."""
+    """One s3fs client per process and option set (for writes and raw calls)."""
+    return _new_s3(options_json)
+
+
+def _new_s3(options_json: str) -> Any:
+    """An s3fs client; endpoint and keys from the AWS_* environment, extra options from ``options_json``."""
     import s3fs
 
     options = json.loads(options_json)

@@ -63,7 +63,7 @@ def build_catalog(wh: Location, snap: Snapshot, scratch: str) -> str:
     con = duckdb.connect(tmp, config={"storage_compatibility_version": "v1.4.0"})
     try:
         if not wh.local:
-            con.register_filesystem(wh.fs())  # views read each file's schema when created
+            con.register_filesystem(wh.reader_fs())  # views read each file's schema when created
         define_views(con, snap)
         con.execute("CHECKPOINT")
     finally:
@@ -124,6 +124,6 @@ def memory_connection(snap: Snapshot) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with the same views; for read-only CLI queries."""
     con = duckdb.connect(":memory:")
     if not snap.warehouse.local:
-        con.register_filesystem(snap.warehouse.fs())
+        con.register_filesystem(snap.warehouse.reader_fs())
     define_views(con, snap, comments=False)
     return con

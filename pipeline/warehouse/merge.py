@@ -50,7 +50,7 @@ def connect(wh: Location, memory_limit: str, temp_dir: str | None = None) -> duc
     con.execute(f"SET memory_limit = {literal(memory_limit)}")
     con.execute("SET preserve_insertion_order = true")
     if not wh.local:
-        con.register_filesystem(wh.fs())
+        con.register_filesystem(wh.reader_fs())
     return con
 
 

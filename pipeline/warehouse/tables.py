@@ -21,7 +21,7 @@ def read_files(wh: Location, urls: list[str], columns: list[str] | None = None) 
     if wh.local:
         return pq.read_table(urls, columns=columns) if urls else pa.table({})
     keys = [u.removeprefix("s3://") for u in urls]
-    return pq.read_table(keys, columns=columns, filesystem=wh.fs())
+    return pq.read_table(keys, columns=columns, filesystem=wh.reader_fs())
 
 
 def read(snap: Snapshot, table: str, columns: list[str] | None = None) -> pa.Table:
