@@ -105,11 +105,7 @@ def prefect_server() -> Iterator[Any]:
     """A real `prefect server start` on loopback, shared by every test that needs the Prefect API."""
     from .prefect_server import PrefectServer, group_members
 
-    srv = PrefectServer(
-        # An ENQUEUEd run that finds the deployment's slot taken is rescheduled this much later
-        # (AwaitingConcurrencySlot); the default 30 s would only make the overlap tests slower.
-        PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS="2",
-    )
+    srv = PrefectServer()
     srv.start()
     assert srv.proc is not None
     pgid = srv.proc.pid

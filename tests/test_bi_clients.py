@@ -11,21 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import duckdb
-import filelock
 import polars as pl
 import pyarrow.dataset as ds
 import pytest
 
+from bench.envs import ensure_venv
 from pipeline.warehouse import schema
 
 from .conftest import REPO, SEEDS, cli_env, open_catalog, run_cli
@@ -33,7 +31,6 @@ from .conftest import REPO, SEEDS, cli_env, open_catalog, run_cli
 BI_DIR = REPO / "tests" / "bi"
 BI_REQUIREMENTS = BI_DIR / "requirements.txt"
 BI_VENV = REPO / ".venv-bi"
-BI_MARKER = BI_VENV / ".requirements.sha256"
 PROBE = BI_DIR / "sqlalchemy_probe.py"
 EXAMPLES = REPO / "docs" / "example-queries.sql"
 
@@ -66,36 +63,10 @@ POLARS_TYPES: dict[str, pl.DataType] = {
 # --- fixtures ---------------------------------------------------------------------------------
 
 
-def _bi_fingerprint() -> str:
-    """Requirements plus the interpreter the venv is built on: any change rebuilds .venv-bi."""
-    digest = hashlib.sha256(BI_REQUIREMENTS.read_bytes())
-    digest.update(sys.version.encode())
-    digest.update(os.path.realpath(getattr(sys, "_base_executable", sys.executable)).encode())
-    return digest.hexdigest()
-
-
-def _run(cmd: list[str], timeout: float) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=cli_env())
-    if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-
-
 @pytest.fixture(scope="session")
 def bi_python() -> Path:
-    """Interpreter of .venv-bi, created (or reused when its marker matches the requirements)."""
-    python = BI_VENV / "bin" / "python"
-    want = _bi_fingerprint()
-    lock_name = f"seed-pipeline-venv-bi-{hashlib.sha256(str(REPO).encode()).hexdigest()[:16]}.lock"
-    with filelock.FileLock(os.path.join(tempfile.gettempdir(), lock_name), timeout=900):
-        if python.exists() and BI_MARKER.exists() and BI_MARKER.read_text().strip() == want:
-            return python
-        if BI_VENV.exists():
-            shutil.rmtree(BI_VENV)
-        _run([sys.executable, "-m", "venv", str(BI_VENV)], timeout=120)
-        pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input"]
-        _run([*pip, "-r", str(BI_REQUIREMENTS)], timeout=900)
-        BI_MARKER.write_text(want + "\n")  # last: a half-built venv has no marker and is rebuilt
-    return python
+    """Interpreter of .venv-bi, created from tests/bi/requirements.txt (or reused while it matches)."""
+    return ensure_venv(BI_VENV, BI_REQUIREMENTS)[0]
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from typing import Any
 import duckdb
 import pytest
 
+from bench.envs import ensure_venv
 from pipeline import faults
 from pipeline.errors import WarehouseLocked
 from pipeline.storage.location import Location
@@ -490,3 +491,33 @@ def test_query_status_and_catalog_on_s3(s3: MotoServer, tmp_path: Path) -> None:
         assert sql is not None and f"s3://{bucket}/wh/data/articles/" in sql[0]
     finally:
         con.close()
+
+
+def test_bi_client_reads_the_s3_warehouse_with_duckdb_httpfs(s3: MotoServer, tmp_path: Path) -> None:
+    """DuckDB 1.5.5 + httpfs (its own venv) ATTACHes the catalog on S3; SQLAlchemy/duckdb_engine does the same."""
+    python, _ = ensure_venv(REPO / ".venv-bi-s3", REPO / "tests" / "bi" / "requirements-s3.txt")
+    bucket = s3.new_bucket()
+    s3.upload_folder(SEEDS, f"s3://{bucket}/seeds")
+    wh = f"s3://{bucket}/wh"
+    s3_run(s3, f"s3://{bucket}/seeds", wh, "--orchestrator", "none")
+    expected = {t: len(rows) for t, rows in export(wh).items()}
+    proc = subprocess.run(
+        [str(python), str(REPO / "tests" / "bi" / "s3_probe.py"), s3.endpoint.removeprefix("http://"),
+         f"{wh}/catalog.duckdb", ",".join(CONTENT_TABLES)],
+        cwd=tmp_path, env=cli_env(**s3.env()), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout)
+    assert got["duckdb"] == "1.5.5"
+    assert got["duckdb_counts"] == expected == got["sqlalchemy_counts"]
+    assert got["snapshot"] == commits.require_newest(Location.parse(wh)).id
+    con = connect(Location.parse(wh))
+    try:
+        top = con.execute(
+            "SELECT provider_name, count(*) FROM article_facts GROUP BY ALL ORDER BY 2 DESC, 1 LIMIT 1"
+        ).fetchall()[0]
+    finally:
+        con.close()
+    assert got["top_provider"] == list(top)
+    assert {*CONTENT_TABLES, "article_facts", "related_resolved"} <= set(got["sqlalchemy_views"])
+    assert got["pandas_rows"] == expected["articles"] == 15

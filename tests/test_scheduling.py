@@ -40,10 +40,18 @@ RUN_TIMEOUT = 120  # seconds to wait for scheduled runs to complete (first run ~
 SLEEP_SECONDS = "4"  # PIPELINE_FAULT_SLEEP_SECONDS: each run holds the warehouse lock this long (> the interval)
 
 
-@pytest.fixture
-def server(prefect_server: PrefectServer) -> PrefectServer:
-    """The session's Prefect server."""
-    return prefect_server
+@pytest.fixture(scope="module")
+def server() -> Iterator[PrefectServer]:
+    """A server of this module's own: its deployments (the default name `scheduled` among them) and
+    scheduled runs must not meet the prefect.yaml deployment of test_prefect_run on the session server."""
+    srv = PrefectServer(
+        # An ENQUEUEd run that finds the deployment's slot taken is rescheduled this much later
+        # (AwaitingConcurrencySlot); the default 30 s would only make the overlap tests slower.
+        PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS="2",
+    )
+    srv.start()
+    yield srv
+    srv.stop()
 
 
 @dataclass
