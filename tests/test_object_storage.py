@@ -186,13 +186,26 @@ def test_dask_without_a_prefect_server_is_one_line(s3: MotoServer, tmp_path: Pat
     assert proc.stderr.count("\n") == 1 and "needs a Prefect server" in proc.stderr, proc.stderr
 
 
-def test_plain_dask_without_prefect_matches_too(s3: MotoServer, tmp_path: Path) -> None:
-    """`--orchestrator none --runner dask`: the same stages on a LocalCluster, no Prefect at all."""
+def test_plain_dask_on_a_running_cluster_matches_too(
+    s3: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--orchestrator none --runner dask --dask-address`: the same stages on an existing cluster, no Prefect."""
+    import dask
+    from distributed import LocalCluster
+
+    from pipeline.engine.cluster import local_cluster_kwargs
+
     folder = corpus(tmp_path / "seeds", 60)
     bucket = s3.new_bucket()
     s3.upload_folder(folder, f"s3://{bucket}/seeds")
     env = cli_env(**s3.env(), **{faults.CRASH_ON: CRASHER})
-    s3_run(s3, f"s3://{bucket}/seeds", f"s3://{bucket}/wh", "--orchestrator", "none", "--runner", "dask", env=env)
+    # Workers see what the README asks of a cluster's workers: the AWS variables, non-daemonic processes.
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with dask.config.set({"distributed.worker.daemon": False}), LocalCluster(**local_cluster_kwargs(2)) as cluster:
+        s3_run(s3, f"s3://{bucket}/seeds", f"s3://{bucket}/wh", "--orchestrator", "none", "--runner", "dask",
+               "--dask-address", cluster.scheduler_address, env=env)  # fmt: skip
+        assert len(cluster.scheduler.workers) == 2  # the run used this cluster and left it running
     local_run(folder, tmp_path / "oracle", env=cli_env(**{faults.CRASH_ON: CRASHER}))
     assert export(f"s3://{bucket}/wh") == export(str(tmp_path / "oracle"))
 

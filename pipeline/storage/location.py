@@ -69,8 +69,8 @@ class Location:
             raise ConfigError(f"unsupported storage URL {text!r}: use a local path, file:///path or s3://bucket/prefix")
         if protocol == LOCAL:
             return cls(LOCAL, os.path.abspath(rest or "/"), "{}")
-        root = rest.strip("/")
-        if not root or root.startswith("."):
+        root = rest.rstrip("/")
+        if not root or root.startswith((".", "/")):
             raise ConfigError(f"{text!r} names no bucket: use s3://bucket/prefix")
         parts = root.split("/")
         if any(p in ("", ".", "..") for p in parts):
