@@ -64,6 +64,7 @@ class RunContext:
 
 @dataclass(frozen=True)
 class Plan:
+    previous: pa.Table  # the previous manifest (source_files), empty before the first run
     to_read: pa.Table  # _path, _size, _mtime_ns, _target, _etag, _old_sha
     kept: pa.Table  # previous manifest rows still valid as they are
     decided: pa.Table  # manifest rows fixed without reading: refusals and unlisted folders
@@ -210,7 +211,7 @@ def plan(state: State, services: Services) -> State:
         "files_deleted": deleted,
         "files_unlisted": unlisted_kept,
     }
-    out = Plan(to_read, kept, ledger.to_table(decided), tuple(refused_read), tuple(unlisted), counts)
+    out = Plan(prev, to_read, kept, ledger.to_table(decided), tuple(refused_read), tuple(unlisted), counts)
     return state.timed("plan", t0, plan=out)
 
 
@@ -304,29 +305,36 @@ def resolve(state: State, services: Services) -> State:
     t0 = time.perf_counter()
     ctx, planned = state.ctx, state.need("plan")
     parsed: Parsed = state.need("parsed")
-    prev = _previous_manifest(ctx)
+    prev = planned.previous
     decided = {r["source_path"]: r for r in planned.decided.to_pylist()}
+
+    def settle(parsed: Parsed) -> tuple[pa.Table, pa.Table]:
+        paths = ledger.parsed_paths(parsed.outcomes, list(planned.refused_read))
+        return paths, ledger.manifest(planned.kept, prev, parsed.outcomes, ledger.to_table(list(decided.values())))
+
+    parsed_paths, m = settle(parsed)
     for round_no in range(1, 6):
-        parsed_paths = ledger.parsed_paths(parsed.outcomes, list(planned.refused_read))
-        m = ledger.manifest(planned.kept, prev, parsed.outcomes, ledger.to_table(list(decided.values())))
-        promoted = _dedupe(ledger.claims(m, parsed_paths), decided, ctx.run_id)
+        claims = ledger.claims(m, parsed_paths)
+        if not claims:
+            break  # no identity URL is contested
+        promoted = _dedupe(claims, decided, ctx.run_id)
+        if promoted:
+            jobs = pa.table(
+                {
+                    "_path": [p for p, _, _ in promoted],
+                    "_size": pa.array([-1] * len(promoted), pa.int64()),
+                    "_mtime_ns": [t for _, t, _ in promoted],
+                    "_target": pa.nulls(len(promoted), pa.string()),
+                    "_etag": pa.array([e for _, _, e in promoted], pa.string()),
+                    "_old_sha": pa.nulls(len(promoted), pa.string()),
+                }
+            )
+            more = _parse_table(ctx, jobs, services, first_batch=round_no * 1_000_000)
+            staged = {t: parsed.staging.get(t, ()) + more.staging.get(t, ()) for t in {*parsed.staging, *more.staging}}
+            parsed = Parsed(pa.concat_tables([parsed.outcomes, more.outcomes]), staged)
+        parsed_paths, m = settle(parsed)
         if not promoted:
             break
-        jobs = pa.table(
-            {
-                "_path": [p for p, _, _ in promoted],
-                "_size": pa.array([-1] * len(promoted), pa.int64()),
-                "_mtime_ns": [t for _, t, _ in promoted],
-                "_target": pa.nulls(len(promoted), pa.string()),
-                "_etag": pa.array([e for _, _, e in promoted], pa.string()),
-                "_old_sha": pa.nulls(len(promoted), pa.string()),
-            }
-        )
-        more = _parse_table(ctx, jobs, services, first_batch=round_no * 1_000_000)
-        staged = {t: parsed.staging.get(t, ()) + more.staging.get(t, ()) for t in {*parsed.staging, *more.staging}}
-        parsed = Parsed(pa.concat_tables([parsed.outcomes, more.outcomes]), staged)
-    parsed_paths = ledger.parsed_paths(parsed.outcomes, list(planned.refused_read))
-    m = ledger.manifest(planned.kept, prev, parsed.outcomes, ledger.to_table(list(decided.values())))
     dead_rows = ledger.dead(prev, m, parsed_paths)
     touched, losers = ledger.touched_and_losers(m, parsed_paths)
     touched |= {p for _, p in dead_rows}
@@ -419,7 +427,7 @@ def build(state: State, services: Services) -> State:
         assert previous is not None
         files["providers"] = [(rel, previous.file_rows[rel]) for rel in previous.files["providers"]]
     rows["providers"] = sum(n for _, n in files["providers"])
-    counted = ledger.counts(res.manifest, _previous_manifest(ctx), res.parsed_paths, list(planned.unlisted))
+    counted = ledger.counts(res.manifest, planned.previous, res.parsed_paths, list(planned.unlisted))
     manifest_shape = (counted.pop("manifest_rows"), counted.pop("manifest_paths"))
     counts = {**planned.counts, **counted, "files_parsed": parsed_count}
     previous_keys = tables.read(previous, "unknown_keys") if previous else None
