@@ -64,6 +64,9 @@ def test_committed_docs_are_up_to_date() -> None:
     assert (REPO / "docs" / "erd.md").read_text(encoding="utf-8") == docs.er_diagram(), (
         "docs/erd.md is stale: run `pipeline docs`"
     )
+    assert (REPO / "docs" / "rejects.md").read_text(encoding="utf-8") == docs.rejects_reference(), (
+        "docs/rejects.md is stale: run `pipeline docs`"
+    )
 
 
 def test_every_table_declares_grain_key_and_existing_key_columns() -> None:

@@ -101,7 +101,7 @@ def staging_schema(table: schema.Table) -> pa.Schema:
 
 
 def _too_large(max_bytes: int) -> Problem:
-    return Problem("read", "too_large", f"file is larger than the {max_bytes:,}-byte cap (max_file_bytes)")
+    return Problem("too_large", f"file is larger than the {max_bytes:,}-byte cap (max_file_bytes)")
 
 
 def _rejected(job: Job, problem: Problem, size: int | None = None, sha: str | None = None) -> Outcome:
@@ -116,7 +116,7 @@ def process_file(job: Job, data: bytes | BaseException, run_id: str, max_bytes: 
         return _rejected(job, data.problem), None
     if isinstance(data, BaseException):
         why = getattr(data, "strerror", None) or str(data) or type(data).__name__
-        return _rejected(job, Problem("read", "unreadable", f"cannot read file: {why}")), None
+        return _rejected(job, Problem("unreadable", f"cannot read file: {why}")), None
     if len(data) > max_bytes:
         return _rejected(job, _too_large(max_bytes)), None
     digest = sha256(data)
@@ -127,7 +127,6 @@ def process_file(job: Job, data: bytes | BaseException, run_id: str, max_bytes: 
         result: Loaded | Problem = extract(data, Source(job.rel, digest), run_id)
     except Exception as exc:  # a bug on one odd file must not stop the others
         result = Problem(
-            "contract",
             "unexpected_error",
             f"the pipeline failed on this file ({type(exc).__name__}: {exc}); please report it with the file",
         )
@@ -221,7 +220,6 @@ def process_batch(spec: BatchSpec) -> BatchResult:
 
 def crashed(job: Job) -> Outcome:
     problem = Problem(
-        "yaml",
         "parser_crash",
         "the parser process crashed on this file (e.g. libyaml on pathological nesting); the file was isolated",
     )

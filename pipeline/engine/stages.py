@@ -369,7 +369,6 @@ def _dedupe(claims: list[dict[str, Any]], decided: dict[str, dict[str, Any]], ru
             decided[winner["source_path"]] = {**winner, **ledger.problem_columns(None), "status": "loaded"}
         for r in rows[1:]:
             problem = Problem(
-                "duplicate",
                 "duplicate_identity",
                 f"same identity URL as {winner['source_path']!r}, which is loaded (the smallest path wins); "
                 "give this article its own webUrl or delete one of the files",

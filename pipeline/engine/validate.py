@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import tempfile
 from collections import Counter
-from dataclasses import asdict
 from typing import Any
 
 from pipeline.config import Settings
@@ -24,7 +23,7 @@ def validate_folder(settings: Settings) -> list[dict[str, Any]]:
     seeds = settings.seeds_location()
     found = discover(seeds, settings.patterns)
     report: list[dict[str, Any]] = [
-        {"path": r.rel, "ok": False, **asdict(r.problem)} for r in found.refused + found.unlisted
+        {"path": r.rel, "ok": False, **r.problem.as_dict()} for r in found.refused + found.unlisted
     ]
     jobs = [Job(f.rel, f.size, f.mtime_ns, f.etag, f.target) for f in found.found]
     size = batch_size(len(jobs), settings.workers, settings.batch_size)
@@ -48,7 +47,6 @@ def validate_folder(settings: Settings) -> list[dict[str, Any]]:
         if problem is None and o.article_id is not None:
             if o.article_id in owners:
                 problem = Problem(
-                    "duplicate",
                     "duplicate_identity",
                     f"same identity URL as {owners[o.article_id]!r}; only the smallest path would load",
                     field="webUrl",
@@ -57,7 +55,7 @@ def validate_folder(settings: Settings) -> list[dict[str, Any]]:
                 owners[o.article_id] = o.rel
         entry: dict[str, Any] = {"path": o.rel, "ok": problem is None}
         if problem is not None:
-            entry.update(asdict(problem))
+            entry.update(problem.as_dict())
         report.append(entry)
     report.sort(key=lambda e: e["path"])
     return report

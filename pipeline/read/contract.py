@@ -95,7 +95,7 @@ class _Checker:
         self.unknown: set[str] = set()
 
     def fail(self, path: str, reason: str, message: str) -> None:
-        self.problems.append(Problem("contract", reason, f"{path}: {message}", field=path))
+        self.problems.append(Problem(reason, f"{path}: {message}", field=path))
 
     # --- scalars -----------------------------------------------------------
     def text(self, value: Any, path: str) -> str | None:

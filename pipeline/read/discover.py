@@ -82,7 +82,6 @@ def _unlisted(rel: str, exc: BaseException) -> Refused:
     return Refused(
         rel,
         Problem(
-            "read",
             "unlisted_folder",
             f"cannot list this folder ({why}); the files it held are kept exactly as they were "
             "until it can be listed again",
@@ -132,22 +131,22 @@ def _discover_local(root: str, patterns: tuple[str, ...]) -> Discovery:
 def _classify(entry: os.DirEntry[str], rel: str, real_root: str) -> Found | Refused:
     shown = _display(rel)
     if shown != rel:
-        return Refused(shown, Problem("read", "bad_file_name", "file name is not valid UTF-8; rename the file"))
+        return Refused(shown, Problem("bad_file_name", "file name is not valid UTF-8; rename the file"))
     path, target = entry.path, None
     if entry.is_symlink():
         target = os.path.realpath(path)
         if os.path.commonpath([target, real_root]) != real_root:
             return Refused(
                 rel,
-                Problem("read", "link_outside_seeds", "symbolic link points outside the seeds folder; not followed"),
+                Problem("link_outside_seeds", "symbolic link points outside the seeds folder; not followed"),
             )
         path = target
     try:
         st = entry.stat(follow_symlinks=False) if target is None else os.stat(path)
     except OSError as exc:
-        return Refused(rel, Problem("read", "unreadable", f"cannot stat file: {exc.strerror}"))
+        return Refused(rel, Problem("unreadable", f"cannot stat file: {exc.strerror}"))
     if not stat.S_ISREG(st.st_mode):
-        return Refused(rel, Problem("read", "not_regular_file", "not a regular file (FIFO, device or folder)"))
+        return Refused(rel, Problem("not_regular_file", "not a regular file (FIFO, device or folder)"))
     return Found(rel, st.st_size, st.st_mtime_ns, target)
 
 
@@ -215,7 +214,6 @@ def _add_object(out: Discovery, rel: str, size: int, mtime: int, etag: str | Non
             Refused(
                 rel,
                 Problem(
-                    "read",
                     "unsafe_key",
                     "object key has an empty, '.' or '..' path segment; it is not read, because other tools "
                     "would resolve it to a different name (possibly outside the seeds prefix); rename the object",

@@ -37,9 +37,7 @@ def read_capped(path: str, max_bytes: int) -> bytes:
     with open(path, "rb") as fh:
         data = fh.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise ProblemError(
-            Problem("read", "too_large", f"file is larger than the {max_bytes:,}-byte cap (max_file_bytes)")
-        )
+        raise ProblemError(Problem("too_large", f"file is larger than the {max_bytes:,}-byte cap (max_file_bytes)"))
     return data
 
 
@@ -57,7 +55,6 @@ def decode(data: bytes) -> str:
         line, col = _position(good, len(good))
         raise ProblemError(
             Problem(
-                "decode",
                 "invalid_utf8",
                 f"bytes are not valid UTF-8 at byte {exc.start} (line {line}, column {col}); save the file as UTF-8",
                 line,
@@ -69,7 +66,6 @@ def decode(data: bytes) -> str:
         line, col = _position(text, bad.start())
         raise ProblemError(
             Problem(
-                "decode",
                 "control_character",
                 f"control character U+{ord(bad.group()):04X} at line {line}, column {col}; remove it",
                 line,
@@ -87,7 +83,6 @@ def split_frontmatter(text: str) -> tuple[object, str]:
     if not probe.detect(stripped):
         raise ProblemError(
             Problem(
-                "frontmatter",
                 "no_frontmatter",
                 "no frontmatter: the file must start with a '---' line, then YAML, then a closing '---' line",
                 offset_lines + 1,
@@ -99,7 +94,6 @@ def split_frontmatter(text: str) -> tuple[object, str]:
     except ValueError:
         raise ProblemError(
             Problem(
-                "frontmatter",
                 "unclosed_frontmatter",
                 "frontmatter is not closed: add a '---' line after the YAML",
                 offset_lines + 1,
@@ -114,7 +108,6 @@ def split_frontmatter(text: str) -> tuple[object, str]:
         line, col = _position(fm, odd.start())
         raise ProblemError(
             Problem(
-                "decode",
                 "control_character",
                 f"U+{ord(odd.group()):04X} (a line break to YAML) at line {line + first_line}, column {col}; "
                 "remove it or write it as an escape in a double-quoted string",
@@ -127,7 +120,6 @@ def split_frontmatter(text: str) -> tuple[object, str]:
         kind = "empty" if meta is None else f"a {type(meta).__name__}, not a mapping"
         raise ProblemError(
             Problem(
-                "frontmatter",
                 "frontmatter_not_mapping",
                 f"frontmatter is {kind}; expected 'key: value' lines such as 'title: ...'",
                 first_line + 1,
@@ -157,7 +149,7 @@ def _summarize(problems: list[Problem]) -> Problem:
     others = "; ".join(p.message for p in problems[1:4])
     more = f" (+{len(problems) - 4} more)" if len(problems) > 4 else ""
     message = f"{first.message} — also: {others}{more}"
-    return Problem(first.stage, first.reason, message, first.line, first.column, first.field)
+    return Problem(first.reason, message, first.line, first.column, first.field)
 
 
 def sha256(data: bytes) -> str:

@@ -52,7 +52,7 @@ def _problem(reason: str, message: str, node_or_mark: Any, line_offset: int) -> 
         line = mark.line + 1 + line_offset
         col = mark.column + 1
     where = f" (line {line}, column {col})" if line is not None else ""
-    return ProblemError(Problem("yaml", reason, message + where, line, col))
+    return ProblemError(Problem(reason, message + where, line, col))
 
 
 def too_deep_at(text: str) -> Any:
@@ -168,7 +168,7 @@ def load_strict(text: str, line_offset: int = 0) -> Any:
             ) from None
         raise _problem("yaml_syntax", f"YAML syntax error: {what}", mark, line_offset) from None
     except yaml.YAMLError as exc:
-        raise ProblemError(Problem("yaml", "yaml_syntax", f"YAML error: {exc}")) from None
+        raise ProblemError(Problem("yaml_syntax", f"YAML error: {exc}")) from None
     if node is None:
         return None
     try:

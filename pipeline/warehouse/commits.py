@@ -209,12 +209,12 @@ class Lease(WriterLock):
         while True:
             if self.wh.create_only(LEASE, self._body()):
                 current = self.wh.head(LEASE)
-                if current is not None and json.loads(current[0]).get("run_id") == self.run_id:
+                if current is not None and _holder(current[0]).get("run_id") == self.run_id:
                     self.etag = current[1]
                     break
             current = self.wh.head(LEASE)
             if current is not None:
-                holder = json.loads(current[0] or b"{}")
+                holder = _holder(current[0])
                 if float(holder.get("expires_at", 0)) < time.time():  # its run died: take over, one winner
                     etag = self.wh.replace_if(LEASE, self._body(), current[1])
                     if etag is not None:
@@ -251,8 +251,17 @@ class Lease(WriterLock):
         if self.lost or self.etag is None:
             return
         current = self.wh.head(LEASE)
-        if current is not None and json.loads(current[0]).get("run_id") == self.run_id:
+        if current is not None and _holder(current[0]).get("run_id") == self.run_id:
             self.wh.delete([LEASE])
+
+
+def _holder(body: bytes) -> dict[str, Any]:
+    """A lease's content; an unreadable one counts as expired (it can then be taken over, by one run)."""
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def acquire(wh: Location, run_id: str, wait_seconds: float, lease_seconds: float) -> WriterLock:

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import duckdb
 import pyarrow as pa
 
-from pipeline.read.problems import Problem
+from pipeline.read.problems import Problem, Retry, retried
 from pipeline.warehouse import schema
 from pipeline.warehouse.sql import literal
 
@@ -30,9 +30,6 @@ DISCOVERED = pa.schema(
         ("etag", pa.string()),
     ]
 )
-# Rejects that may pass without a change to the file: permissions, a parser crash or internal
-# error fixed by an upgrade, or a larger size cap. They are read again although unchanged.
-RETRIED_REASONS = ("unreadable", "parser_crash", "unexpected_error")
 
 
 def empty() -> pa.Table:
@@ -42,14 +39,7 @@ def empty() -> pa.Table:
 def problem_columns(problem: Problem | None) -> dict[str, Any]:
     if problem is None:
         return {k: None for k in ("stage", "reason", "message", "line", "column", "field")}
-    return {
-        "stage": problem.stage,
-        "reason": problem.reason,
-        "message": problem.message,
-        "line": problem.line,
-        "column": problem.column,
-        "field": problem.field,
-    }
+    return problem.as_dict()
 
 
 def row(
@@ -146,10 +136,12 @@ def plan(
     ``_size``, ``_mtime_ns``, ``_target``, ``_etag`` and ``_old_sha`` (content hash last seen),
     sorted by path. A file under an unlisted folder is never counted as deleted.
     """
-    retried = ", ".join(literal(r) for r in RETRIED_REASONS)
+    # Rejects whose cause may lie outside the file are read again although unchanged (problems.REASONS).
+    always = ", ".join(literal(r) for r in retried(Retry.ALWAYS))
+    if_cap = ", ".join(literal(r) for r in retried(Retry.IF_CAP_RAISED))
     same = f"""
         p.size = d.size AND coalesce(p.etag = d.etag, p.mtime_ns = d.mtime_ns) AND NOT (
-            p.status = 'rejected' AND (p.reason IN ({retried}) OR (p.reason = 'too_large' AND p.size <= {int(max_bytes)})))
+            p.status = 'rejected' AND (p.reason IN ({always}) OR (p.reason IN ({if_cap}) AND p.size <= {int(max_bytes)})))
     """
     under = _under(unlisted)
     tables = {"prev": prev, "disc": discovered}

@@ -269,7 +269,7 @@ REJECTS = Table(
         ),
         _c("source_sha256", "string", "SHA-256 of the file's bytes (NULL when it could not be read)"),
         _c("stage", "string", "read, decode, frontmatter, yaml, contract or duplicate", False),
-        _c("reason", "string", "stable reason code, e.g. yaml_syntax", False),
+        _c("reason", "string", "stable reason code, e.g. yaml_syntax (every code: docs/rejects.md)", False),
         _c("message", "string", "what is wrong, where, and what was expected", False),
         _c("line", "int64", "1-based line in the file, when known"),
         _c("column", "int64", "1-based column in the file, when known"),
