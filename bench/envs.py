@@ -1,8 +1,9 @@
-"""The baselines' own venv, .venv-bench, built from bench/requirements.txt on first use.
+"""The project's one helper for side venvs: by default the baselines' .venv-bench, built from
+bench/requirements.txt on first use; the BI tests build .venv-bi and .venv-bi-s3 with it too.
 
-Same pattern as tests/test_bi_clients.py's .venv-bi: a marker file holds a fingerprint of the
-requirements file, the Python version and the base interpreter; the venv is reused while it
-matches and rebuilt otherwise. A file lock keeps two concurrent benchmarks from building it at once.
+A marker file holds a fingerprint of the requirements file, the Python version and the base
+interpreter; the venv is reused while it matches and rebuilt otherwise. A file lock (one per venv
+path) keeps two concurrent processes from building the same venv at once.
 """
 
 from __future__ import annotations
@@ -37,6 +38,16 @@ def _run(cmd: list[str], timeout: float) -> None:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
 
 
+def is_ready(venv: Path = VENV, requirements: Path = REQUIREMENTS) -> bool:
+    """Whether VENV is built for REQUIREMENTS, so that ensure_venv would reuse it without building."""
+    marker = venv / MARKER_NAME
+    return (
+        (venv / "bin" / "python").exists()
+        and marker.exists()
+        and marker.read_text().strip() == fingerprint(requirements)
+    )
+
+
 def ensure_venv(venv: Path = VENV, requirements: Path = REQUIREMENTS) -> tuple[Path, float | None]:
     """Interpreter of the bench venv, and the seconds spent building it (None when reused)."""
     python = venv / "bin" / "python"
@@ -44,7 +55,7 @@ def ensure_venv(venv: Path = VENV, requirements: Path = REQUIREMENTS) -> tuple[P
     want = fingerprint(requirements)
     lock_name = f"seed-pipeline-venv-bench-{hashlib.sha256(str(venv).encode()).hexdigest()[:16]}.lock"
     with filelock.FileLock(os.path.join(tempfile.gettempdir(), lock_name), timeout=1800):
-        if python.exists() and marker.exists() and marker.read_text().strip() == want:
+        if is_ready(venv, requirements):
             return python, None
         t0 = time.perf_counter()
         if venv.exists():

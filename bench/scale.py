@@ -59,7 +59,11 @@ from xml.sax.saxutils import escape
 from tests.prefect_server import PrefectServer
 from tests.s3_server import MotoServer, put
 
-from .run import REPO, _check, _last_json, _table, _version, clean_env, ensure_corpus, log, machine, run_measured
+from .common import REPO, log
+from .corpus import ensure_corpus
+from .machine import _version, machine
+from .measure import _check, _last_json, clean_env, run_measured
+from .report import _table
 
 MB = 1024 * 1024
 LIST_PAGE = 1000  # S3's (and moto's) default and maximum keys per list_objects_v2 page
