@@ -5,6 +5,12 @@ The SQLAlchemy test runs in its own venv, .venv-bi, built from tests/bi/requirem
 project's Prefect needs SQLAlchemy 2.1, which duckdb_engine cannot reflect with). The venv is
 created once (15-40 s of venv + pip install, measured) and reused while the requirements file, the Python
 version and the base interpreter stay the same.
+
+The example queries of docs/example-queries.sql must return exactly the rows in
+tests/data/example-query-results.json (keyed by each query's `-- name:`). That file was made once
+with `pipeline query --format json` on a warehouse built from the shipped seeds/ and reviewed by hand
+(checked against the seeds' frontmatter); no test rewrites it. After an intended change to the queries,
+the seeds or the pipeline, update it the same way and review the diff like code.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import re
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +40,8 @@ BI_REQUIREMENTS = BI_DIR / "requirements.txt"
 BI_VENV = REPO / ".venv-bi"
 PROBE = BI_DIR / "sqlalchemy_probe.py"
 EXAMPLES = REPO / "docs" / "example-queries.sql"
+# Expected rows of each example query on the sample warehouse, keyed by the query's `-- name:`.
+EXPECTED_RESULTS = REPO / "tests" / "data" / "example-query-results.json"
 
 TABLE_NAMES = [t.name for t in schema.TABLES]
 VIEW_NAMES = [v.name for v in schema.VIEWS]
@@ -338,29 +347,85 @@ def test_example_queries_file_lists_the_documented_questions() -> None:
     ]
 
 
-@pytest.mark.parametrize(("title", "sql"), EXAMPLE_QUERIES, ids=[t for t, _ in EXAMPLE_QUERIES])
-def test_example_query_runs(sample: Path, tmp_path: Path, title: str, sql: str) -> None:
-    proc = run_cli("query", sql, "--warehouse", str(sample), "--format", "json", cwd=tmp_path)
-    rows = json.loads(proc.stdout)
-    assert rows, f"{title}: no rows"
+def _expected_results() -> dict[str, dict[str, Any]]:
+    """The reviewed results of the example queries on the sample warehouse (never rewritten by a test)."""
+    if not EXPECTED_RESULTS.is_file():
+        pytest.fail(f"{EXPECTED_RESULTS.relative_to(REPO)} is missing: the example queries have nothing to match")
+    return json.loads(EXPECTED_RESULTS.read_text(encoding="utf-8"))
 
-    # The same statement works on the catalog file (DuckDB CLI, BI tools' SQL editors).
+
+def _plain(value: Any) -> Any:
+    """A DuckDB value as `pipeline query --format json` writes it (instants in UTC, so the same in any time zone)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, datetime):
+        return str(value.astimezone(UTC) if value.tzinfo is not None else value)
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)  # date, Decimal, UUID, ...: their text form, as the CLI's json.dumps(default=str)
+
+
+def _in_utc(text: str | None) -> str | None:
+    """An instant printed by `pipeline query`, which uses the machine's time zone, shown in UTC."""
+    return None if text is None else str(datetime.fromisoformat(text).astimezone(UTC))
+
+
+def test_every_example_query_has_an_expected_result() -> None:
+    expected = _expected_results()
+    assert list(expected) == [title for title, _ in EXAMPLE_QUERIES], (
+        f"{EXPECTED_RESULTS.relative_to(REPO)} and {EXAMPLES.relative_to(REPO)} list different queries"
+    )
+    for title, result in expected.items():
+        assert set(result) == {"columns", "rows"}, title
+        assert all(len(row) == len(result["columns"]) for row in result["rows"]), title
+
+
+def test_expected_example_results_add_up(sample: Path) -> None:
+    """The reviewed rows agree with the sample warehouse's table sizes (15 shipped seeds)."""
+    expected = _expected_results()
+    counts = _catalog_counts(sample, ["articles", "article_topics", "article_images", "related_article_images"])
+    shipped = [p for p in SEEDS.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert counts["articles"] == len(shipped) == 15
+
+    per_month = expected["Articles per provider per month"]["rows"]
+    assert sum(articles for _, _, articles in per_month) == counts["articles"]
+    images = expected["Image size distribution"]["rows"]
+    assert sum(r[1] for r in images) == counts["article_images"]
+    assert sum(r[2] for r in images) == counts["related_article_images"]
+    assert all(r[1] + r[2] == r[3] for r in images)
+    topics = expected["Top topics"]["rows"]
+    assert sum(n for _, n in topics) <= counts["article_topics"]
+    assert all(a < b for a, b, _ in expected["Topic co-occurrence"]["rows"])
+    related = expected["Most related articles"]["rows"]
+    assert all(listed_by <= times for _, _, times, listed_by in related)
+
+
+@pytest.mark.parametrize(("title", "sql"), EXAMPLE_QUERIES, ids=[t for t, _ in EXAMPLE_QUERIES])
+def test_example_query_result(sample: Path, tmp_path: Path, title: str, sql: str) -> None:
+    expected = _expected_results().get(title)
+    if expected is None:
+        pytest.fail(
+            f"no expected result for {title!r} in {EXPECTED_RESULTS.relative_to(REPO)}: run the query on a "
+            "warehouse built from seeds/, review the rows and add them"
+        )
+    columns, rows = expected["columns"], expected["rows"]
+
+    # On the catalog file (DuckDB CLI, BI tools' SQL editors).
     con = open_catalog(sample)
     try:
-        assert len(con.execute(sql).fetchall()) == len(rows)
-        counts = _catalog_counts(sample, ["articles", "article_images", "related_article_images"])
+        cursor = con.execute(sql)
+        assert [d[0] for d in cursor.description] == columns, title
+        instants = {d[0] for d in cursor.description if str(d[1]) == "TIMESTAMP WITH TIME ZONE"}
+        catalog_rows = [[_plain(v) for v in row] for row in cursor.fetchall()]
     finally:
         con.close()
+    assert catalog_rows == rows, f"{title}: catalog result differs"
 
-    if title == "Articles per provider per month":
-        assert sum(r["articles"] for r in rows) == counts["articles"]
-    elif title == "Top topics":
-        assert [r["articles"] for r in rows] == sorted((r["articles"] for r in rows), reverse=True)
-    elif title == "Topic co-occurrence":
-        assert all(r["topic"] < r["other_topic"] for r in rows)
-        assert rows[0] == {"topic": "AI", "other_topic": "AI in Healthcare", "articles": 3}
-    elif title == "Most related articles":
-        assert all(r["title"] for r in rows)
-        assert rows[0]["times_related"] >= rows[-1]["times_related"]
-    elif title == "Image size distribution":
-        assert sum(r["images"] for r in rows) == counts["article_images"] + counts["related_article_images"]
+    # Through `pipeline query`: the same rows.
+    proc = run_cli("query", sql, "--warehouse", str(sample), "--format", "json", cwd=tmp_path)
+    got = json.loads(proc.stdout)
+    assert [list(r) for r in got] == [columns] * len(got), f"{title}: columns {list(got[0]) if got else None}"
+    cli_rows = [[_in_utc(r[c]) if c in instants else r[c] for c in columns] for r in got]
+    assert cli_rows == rows, f"{title}: `pipeline query` result differs"

@@ -1,7 +1,9 @@
 """Golden files: each shipped seed in, the exact rows out (tests/golden/<seed>.json).
 
-Regenerate after an intended change with `UPDATE_GOLDEN=1 pytest tests/test_golden.py`
-and review the diff like code.
+Regenerate after an intended change with `UPDATE_GOLDEN=1 pytest tests/test_golden.py`, review
+the diff like code, and rerun without UPDATE_GOLDEN. In update mode the rows are still compared with
+the golden file first: an unchanged file passes, a changed or missing one is written and the test
+fails, so the variable can never turn the suite green without checking anything.
 """
 
 from __future__ import annotations
@@ -50,10 +52,19 @@ def test_seed_normalizes_to_golden_rows(path: Path) -> None:
     assert isinstance(result, Loaded), asdict(result)  # type: ignore[arg-type]
     actual = rows_as_records(result)
     golden = GOLDEN / (rel.replace("/", "__") + ".json")
+    shown = golden.relative_to(GOLDEN.parent.parent)
+    expected = json.loads(golden.read_text(encoding="utf-8")) if golden.is_file() else None
+    if expected is not None and actual == expected:
+        return
     if os.environ.get("UPDATE_GOLDEN") == "1":
         golden.write_text(json.dumps(actual, indent=1, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
-    expected = json.loads(golden.read_text(encoding="utf-8"))
-    assert actual == expected
+        pytest.fail(f"rewrote {shown}: review the diff and rerun without UPDATE_GOLDEN")
+    if expected is None:
+        pytest.fail(
+            f"no golden file {shown} for seed {rel}: create it with "
+            "`UPDATE_GOLDEN=1 pytest tests/test_golden.py`, review it, and rerun without UPDATE_GOLDEN"
+        )
+    assert actual == expected, f"{rel} no longer normalizes to {shown} (if intended: UPDATE_GOLDEN=1, review the diff)"
 
 
 def test_every_golden_file_has_a_seed() -> None:

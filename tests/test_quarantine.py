@@ -427,8 +427,23 @@ def test_refused_entries_reported_by_validate_without_hanging(kind: str, seeds: 
 
 
 def test_fifo_does_not_hang_the_run(seeds: Path, warehouse: Path) -> None:
+    """A FIFO is never opened (that would block the run until RUN_TIMEOUT fails the test): it is
+    quarantined as not_regular_file, the shipped seeds load, and the run exits 0 - also the next,
+    incremental run, which must not open it either."""
     os.mkfifo(seeds / "x.md")
-    run_pipeline(seeds, warehouse)  # must return (any exit code) well within RUN_TIMEOUT
+    for attempt in ("first run", "second run"):
+        proc = run_pipeline(seeds, warehouse, "--format", "json")
+        assert proc.returncode == 0, f"{attempt} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        summary = json.loads(proc.stdout)
+        assert (summary["files"]["rejected"], summary["files"]["loaded"]) == (1, len(shipped_seeds())), attempt
+        (reject,) = table(warehouse, "rejects")
+        assert reject["source_path"] == "x.md", attempt
+        assert (reject["stage"], reject["reason"]) == ("read", "not_regular_file"), f"{attempt}: {reject['message']}"
+        assert reject["source_sha256"] is None and reject["line"] is None, attempt  # never read
+        assert reject["message"] and reject["message"].strip(), attempt
+        files = by_path(table(warehouse, "source_files"))
+        assert files["x.md"]["status"] == "rejected", attempt
+        assert_shipped_loaded(files)
 
 
 @pytest.mark.parametrize("kind", REFUSED_KINDS)
@@ -444,7 +459,7 @@ def test_refused_entries_are_quarantined_by_the_run(kind: str, seeds: Path, ware
     assert_shipped_loaded(files)
 
 
-# --- known bugs: a bad file stops the whole run -----------------------------------------------------
+# --- a value that makes a converter raise is a reject of its file, not the end of the run ----------
 
 CRASHERS = {
     # name: (replace old, by new, expected reason, expected field)
@@ -498,7 +513,7 @@ def test_exception_in_one_file_does_not_stop_the_run(case: str, seeds: Path, war
     assert_shipped_loaded(files)
 
 
-# --- known bugs in the strict loader (checked on extract() directly: fast and exact) -----------------
+# --- edge cases of one file's extraction (checked on extract() directly: fast and exact) -------------
 
 
 @pytest.mark.parametrize(
@@ -528,20 +543,21 @@ def test_deep_block_nesting_error_has_a_line() -> None:
 TITLE_LINE = 'title: "Artificial Empathy: A Human Construct Borrowed by AI"'
 
 
-def test_nel_in_quoted_text_is_not_silently_changed() -> None:
+def test_nel_in_quoted_text_is_refused_not_silently_changed() -> None:
+    """U+0085 (NEL) is a line break to YAML 1.1: a quoted title holding it would load as "a b". The
+    decoder refuses it, like every C1 control, before YAML sees it, naming the character and place."""
     text = template("https://hostile.example/nel").replace(TITLE_LINE, 'title: "a\x85b"')
     result = extract_text(text)
-    if isinstance(result, Loaded):
-        assert article_value(result, "title") == "a\x85b"
-    else:
-        assert (result.reason, result.line) == ("control_character", 3)
+    assert isinstance(result, Problem), f"loaded with title={article_value(result, 'title')!r}"
+    assert (result.stage, result.reason, result.line, result.column) == ("decode", "control_character", 3, 10)
+    assert "U+0085" in result.message and "line 3, column 10" in result.message, result.message
 
 
 def test_c1_control_character_reject_names_the_line() -> None:
     text = template("https://hostile.example/c1").replace(TITLE_LINE, 'title: "a\x80b"')
     result = extract_text(text)
     assert isinstance(result, Problem)
-    assert result.line == 3, result.message
+    assert (result.reason, result.line) == ("control_character", 3), result.message
 
 
 def test_lowercase_z_timestamp_loads() -> None:
