@@ -5,12 +5,11 @@ from __future__ import annotations
 import ast
 import json
 import re
-from pathlib import Path
 
 import pytest
 
 from pipeline.read.problems import REASONS, STAGES, Problem, Retry, retried
-from pipeline.warehouse.schema import REJECTS
+from pipeline.schema import REJECTS
 
 from .conftest import REPO
 
