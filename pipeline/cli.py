@@ -69,7 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and Prefect's own logs")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="load seeds into the warehouse and publish a new snapshot")
+    run = sub.add_parser(
+        "run",
+        help="load seeds into the warehouse and publish a new snapshot",
+        description="load new/changed files, publish a snapshot, print a summary; exit 0 even with rejects",
+    )
     _add_common(run)
     _add_runner(run)
     run.add_argument(
@@ -84,29 +88,55 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--format", choices=("text", "json"), default="text", help="summary format")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
 
-    val = sub.add_parser("validate", help="check a seeds folder without writing anything")
+    val = sub.add_parser(
+        "validate",
+        help="check a seeds folder without writing anything",
+        description="check a folder without writing anything; exit 1 when a file would be quarantined "
+        "(pre-commit hook)",
+    )
     _add_common(val, warehouse=False)
     val.add_argument("--format", choices=("text", "json"), default="text")
 
-    q = sub.add_parser("query", help="read-only SQL over the current snapshot")
+    q = sub.add_parser(
+        "query",
+        help="read-only SQL over the current snapshot",
+        description="read-only SQL over the newest snapshot; --tables lists tables with row counts",
+    )
     q.add_argument("sql", nargs="?", help="SQL to run (SELECT, WITH, DESCRIBE, SHOW, EXPLAIN)")
     _add_common(q, seeds=False)
     q.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table")
     q.add_argument("--output", help="write the result to this file instead of stdout")
     q.add_argument("--tables", action="store_true", help="list tables with row counts")
 
-    st = sub.add_parser("status", help="last runs, row counts, rejects and data age (no Prefect needed)")
+    st = sub.add_parser(
+        "status",
+        help="last runs, row counts, rejects and data age (no Prefect needed)",
+        description="last runs, row counts, rejects, data age; exit 1 when the last run failed or data is too old",
+    )
     _add_common(st, seeds=False)
     st.add_argument("--format", choices=("text", "json"), default="text")
     st.add_argument("--max-age", help="exit non-zero when the last run is older than this (e.g. 90m, 6h, 2d)")
 
-    cat = sub.add_parser("catalog", help="rebuild warehouse/catalog.duckdb (e.g. after moving the folder)")
+    cat = sub.add_parser(
+        "catalog",
+        help="rebuild warehouse/catalog.duckdb (e.g. after moving the folder)",
+        description="rebuild <warehouse>/catalog.duckdb (after moving the warehouse folder)",
+    )
     _add_common(cat, seeds=False)
 
-    docs = sub.add_parser("docs", help="write the data dictionary and ER diagram from the schema")
+    docs = sub.add_parser(
+        "docs",
+        help="write the data dictionary and ER diagram from the schema",
+        description="regenerate docs/data-dictionary.md, docs/erd.md, docs/rejects.md and the README's "
+        "generated tables (tables, commands, example queries)",
+    )
     docs.add_argument("--out", default="docs", help="folder to write into (default ./docs)")
 
-    serve = sub.add_parser("serve", help="serve the ingest flow as a Prefect deployment on a schedule")
+    serve = sub.add_parser(
+        "serve",
+        help="serve the ingest flow as a Prefect deployment on a schedule",
+        description="serve the ingest flow as a scheduled Prefect deployment",
+    )
     _add_common(serve)
     _add_runner(serve)
     group = serve.add_mutually_exclusive_group()
@@ -322,6 +352,12 @@ def _drop_frames(exc: BaseException | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "docs":
+        from pipeline.config import environment_warning
+
+        note = environment_warning()
+        if note:
+            print(f"pipeline: warning: {note}", file=sys.stderr)
     try:
         return COMMANDS[args.command](args)
     except PipelineError as exc:

@@ -97,6 +97,35 @@ _ENV: dict[str, tuple[str, Any]] = {
 }
 
 
+def environment_warning(environ: dict[str, str] | None = None) -> str | None:
+    """One line naming every PIPELINE_* variable that changes a default (or is not a setting at all).
+
+    A variable left in a shell or a crontab changes runs silently otherwise. Test hooks
+    (PIPELINE_FAULT_*, see ``pipeline/faults.py``) are not settings and are not listed.
+    """
+    env = os.environ if environ is None else environ
+    defaults = Settings()
+    changed, unknown = [], []
+    for var in sorted(k for k in env if k.startswith("PIPELINE_") and not k.startswith("PIPELINE_FAULT_")):
+        if var not in _ENV:
+            if var != "PIPELINE_PROGRESS":  # set by the CLI for its own flow process
+                unknown.append(var)
+            continue
+        name, parse = _ENV[var]
+        try:
+            value = parse(env[var])
+        except ValueError:
+            continue  # load_settings reports it as an error
+        if env[var] and value != getattr(defaults, name):
+            changed.append(f"{var}={env[var]} ({name}; default {getattr(defaults, name)})")
+    parts = []
+    if changed:
+        parts.append("settings from the environment: " + ", ".join(changed))
+    if unknown:
+        parts.append(f"not settings, ignored: {', '.join(unknown)}")
+    return "; ".join(parts) or None
+
+
 def load_settings(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> Settings:
     """Defaults, then PIPELINE_* variables, then explicit overrides (None means not given)."""
     env = os.environ if environ is None else environ

@@ -31,7 +31,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from bench.envs import ensure_venv
-from pipeline.warehouse import schema
+from pipeline import schema
 
 from .conftest import REPO, SEEDS, cli_env, open_catalog, run_cli
 

@@ -27,6 +27,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipeline import schema
 from pipeline.config import Settings
 from pipeline.engine.stages import make_run_id, run_all, utc_now
 from pipeline.engine.validate import validate_folder
@@ -34,7 +35,6 @@ from pipeline.read.contract import DOCUMENT
 from pipeline.read.extract import Loaded, extract
 from pipeline.read.normalize import Source, article_id
 from pipeline.read.problems import Problem
-from pipeline.warehouse import schema
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE_TEXT = (REPO / "seeds" / "000_0d86a7039b408f6d.txt").read_text(encoding="utf-8")

@@ -1,6 +1,6 @@
 """Crash safety with real processes: SIGKILL at every fault point, concurrent runs, stale locks, live readers.
 
-Each run is a separate `pipeline run` process, killed for real (PIPELINE_FAULT_KILL_AT makes it SIGKILL
+Each run is a separate `pipeline run` process, killed for real (faults.KILL_AT makes it SIGKILL
 itself). Readers are separate processes started in another working directory, as a BI tool would be.
 """
 
@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 
+from pipeline import faults
+
 from .conftest import CONTENT_TABLES, REPO, SEEDS, cli_env, export_tables, open_catalog, run_args, run_cli
 from .test_incremental import (
     ECB,
@@ -38,15 +40,7 @@ from .test_incremental import (
     without_run_columns,
 )
 
-FAULT_POINTS = (
-    "after_articles",
-    "after_article_topics",
-    "after_article_images",
-    "after_related_articles",
-    "after_related_article_images",
-    "before_commit",
-    "after_commit",
-)
+FAULT_POINTS = faults.KILL_POINTS
 ALL_TABLES = (*CONTENT_TABLES, "load_runs")
 TIMEOUT = 120
 
@@ -191,7 +185,7 @@ def test_kill_at_fault_point_keeps_previous_snapshot_then_recovers(
     before = digest(export_tables(warehouse, ALL_TABLES))
     mutate(seeds)
 
-    killed = load(check=False, env=cli_env(PIPELINE_FAULT_KILL_AT=point))
+    killed = load(check=False, env=cli_env(**{faults.KILL_AT: point}))
     assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr)
 
     if point == "after_commit":  # committed; `current` and the catalog still show the previous snapshot
@@ -222,7 +216,7 @@ def test_kill_at_fault_point_keeps_previous_snapshot_then_recovers(
 def test_killed_run_does_not_block_the_next(load, seeds: Path, warehouse: Path) -> None:
     load()
     set_key(seeds / ECB, "title", '"ECB Edited Before The Kill"')
-    killed = load(check=False, env=cli_env(PIPELINE_FAULT_KILL_AT="after_related_articles"))
+    killed = load(check=False, env=cli_env(**{faults.KILL_AT: "after_related_articles"}))
     assert killed.returncode == -signal.SIGKILL
     assert (warehouse / ".lock").exists()  # the file stays; the kernel dropped the flock with the process
 
@@ -324,7 +318,7 @@ def test_orphan_snapshot_does_not_cut_the_grace_period(load, seeds: Path, wareho
     load()
     previous = current_snapshot(warehouse)
     set_key(seeds / ECB, "title", '"ECB Edited Before The Kill"')
-    killed = load(check=False, env=cli_env(PIPELINE_FAULT_KILL_AT="before_commit"))
+    killed = load(check=False, env=cli_env(**{faults.KILL_AT: "before_commit"}))
     assert killed.returncode == -signal.SIGKILL
     time.sleep(grace + 0.5)  # the crash is older than the grace period; `previous` is still current
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
+from pipeline import schema
 from pipeline.read.extract import Loaded, extract, sha256
 from pipeline.read.normalize import Source
-from pipeline.warehouse import schema
 
 from .conftest import SEEDS
 

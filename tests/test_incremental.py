@@ -16,8 +16,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from pipeline import schema
 from pipeline.read.normalize import article_id
-from pipeline.warehouse import schema
 
 from .conftest import DOCUMENT_TABLES, cli_env, export_tables, open_catalog, run_cli
 

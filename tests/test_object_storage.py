@@ -21,10 +21,10 @@ import duckdb
 import pytest
 
 from bench.envs import ensure_venv
-from pipeline import faults
+from pipeline import faults, schema
 from pipeline.errors import WarehouseLocked
 from pipeline.storage.location import Location
-from pipeline.warehouse import commits, schema
+from pipeline.warehouse import commits
 from pipeline.warehouse.query import connect
 
 from .conftest import CONTENT_TABLES, REPO, SEEDS, cli_env, run_cli

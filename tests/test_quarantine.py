@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
+from pipeline import schema
 from pipeline.read.extract import Loaded, extract
 from pipeline.read.normalize import Source, article_id
 from pipeline.read.problems import Problem
-from pipeline.warehouse import schema
 from tests import conftest
 from tests.conftest import SEEDS, cli_env, open_catalog, run_cli
 

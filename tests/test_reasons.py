@@ -9,7 +9,7 @@ import re
 import pytest
 
 from pipeline.read.problems import REASONS, STAGES, Problem, Retry, retried
-from pipeline.warehouse.schema import REJECTS
+from pipeline.schema import REJECTS
 
 from .conftest import REPO
 

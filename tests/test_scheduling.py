@@ -23,6 +23,8 @@ from typing import Any
 import psutil
 import pytest
 
+from pipeline import faults
+
 from .conftest import REPO, open_catalog, run_cli
 from .prefect_server import (
     PrefectServer,
@@ -37,7 +39,7 @@ from .prefect_server import (
 pytestmark = pytest.mark.server
 
 RUN_TIMEOUT = 120  # seconds to wait for scheduled runs to complete (first run ~8 s, then one per interval)
-SLEEP_SECONDS = "4"  # PIPELINE_FAULT_SLEEP_SECONDS: each run holds the warehouse lock this long (> the interval)
+SLEEP_SECONDS = "4"  # faults.SLEEP_HOLDING_LOCK: each run holds the warehouse lock this long (> the interval)
 
 
 @pytest.fixture(scope="module")
@@ -237,7 +239,7 @@ def test_overlapping_runs_wait_for_the_slot(
 ) -> None:
     """Runs that come due while one is running wait (ENQUEUE) and then complete; never two at once.
 
-    Each run holds the warehouse lock for 4 s (PIPELINE_FAULT_SLEEP_SECONDS) plus ~3 s of process
+    Each run holds the warehouse lock for 4 s (faults.SLEEP_HOLDING_LOCK) plus ~3 s of process
     start, so with `--interval 3` every run overlaps the next one's due time. Two `pipeline serve`
     processes serve the same deployment (a double start, or two hosts): a single serve process never
     starts a second run while its own is running (its runner has limit=1 and skips due runs, which go
@@ -249,8 +251,8 @@ def test_overlapping_runs_wait_for_the_slot(
     """
     args = ("--interval", "3", "--name", "overlap-enqueue", "--seeds", str(seeds), "--warehouse", str(warehouse))
     with (
-        serving(server, tmp_path, "serve-a", *args, PIPELINE_FAULT_SLEEP_SECONDS=SLEEP_SECONDS) as a,
-        serving(server, tmp_path, "serve-b", *args, PIPELINE_FAULT_SLEEP_SECONDS=SLEEP_SECONDS) as b,
+        serving(server, tmp_path, "serve-a", *args, **{faults.SLEEP_HOLDING_LOCK: SLEEP_SECONDS}) as a,
+        serving(server, tmp_path, "serve-b", *args, **{faults.SLEEP_HOLDING_LOCK: SLEEP_SECONDS}) as b,
     ):
         deployment = wait_for_deployment(server, "overlap-enqueue", a, b)
 
@@ -290,8 +292,8 @@ def test_overlapping_run_is_cancelled_with_collision_cancel(
     args = ("--interval", "3", "--name", "overlap-cancel", "--collision", "cancel")
     args += ("--seeds", str(seeds), "--warehouse", str(warehouse))
     with (
-        serving(server, tmp_path, "serve-a", *args, PIPELINE_FAULT_SLEEP_SECONDS=SLEEP_SECONDS) as a,
-        serving(server, tmp_path, "serve-b", *args, PIPELINE_FAULT_SLEEP_SECONDS=SLEEP_SECONDS) as b,
+        serving(server, tmp_path, "serve-a", *args, **{faults.SLEEP_HOLDING_LOCK: SLEEP_SECONDS}) as a,
+        serving(server, tmp_path, "serve-b", *args, **{faults.SLEEP_HOLDING_LOCK: SLEEP_SECONDS}) as b,
     ):
         deployment = wait_for_deployment(server, "overlap-cancel", a, b)
         assert deployment.concurrency_options.collision_strategy.value == "CANCEL_NEW"

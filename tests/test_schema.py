@@ -1,4 +1,4 @@
-"""Everything derives from pipeline/warehouse/schema.py: Parquet files, DuckDB views, comments, README and docs."""
+"""Everything derives from pipeline/schema.py: Parquet files, DuckDB views, comments, README and docs."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline import docs
-from pipeline.warehouse import schema
+from pipeline import docs, schema
 
 from .conftest import REPO, open_catalog
 
@@ -77,3 +76,22 @@ def test_every_table_declares_grain_key_and_existing_key_columns() -> None:
             assert not table.column(k).nullable
         if table.parent:
             assert set(table.parent_key) <= set(table.column_names)
+
+
+def test_readme_command_table_is_generated_from_the_cli_parser() -> None:
+    """sqlite-utils style: the README lists every command and option the parser has (`pipeline docs` writes it)."""
+    import argparse
+
+    from pipeline.cli import build_parser
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert docs.commands_block() in readme, "README command table is stale: run `pipeline docs`"
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, cmd in sub.choices.items():
+        assert f"`pipeline {name}" in readme, name
+        assert cmd.description, f"pipeline {name} has no description"
+        for action in cmd._actions:
+            for option in action.option_strings:
+                if option.startswith("--") and option != "--help":
+                    assert f"`{option}`" in readme, f"pipeline {name} {option} is not in the README"

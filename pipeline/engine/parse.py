@@ -27,13 +27,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import faults
+from pipeline import faults, schema
 from pipeline.errors import PipelineError
 from pipeline.read.extract import Loaded, extract, read_capped, sha256
 from pipeline.read.normalize import Source
 from pipeline.read.problems import Problem, ProblemError
 from pipeline.storage.location import Location
-from pipeline.warehouse import schema
 
 # Hidden staging columns: which file a row came from and its partition.
 STAGING_EXTRA = [pa.field("_source", pa.string(), nullable=False), pa.field("_month", pa.string(), nullable=False)]

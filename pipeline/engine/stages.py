@@ -20,15 +20,15 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline import faults
+from pipeline import faults, schema
 from pipeline.config import Settings
 from pipeline.engine.fanout import Fanout, local_or_dask
 from pipeline.engine.parse import BatchResult, BatchSpec, Job, Outcome, batch_size
 from pipeline.errors import ChecksFailed, ConfigError, PipelineError
 from pipeline.read.discover import discover
-from pipeline.read.problems import Problem
+from pipeline.read.problems import duplicate_identity, path_order
 from pipeline.storage.location import Location, transient
-from pipeline.warehouse import checks, commits, ledger, merge, schema, tables
+from pipeline.warehouse import checks, commits, ledger, merge, tables
 from pipeline.warehouse.catalog import show
 from pipeline.warehouse.commits import Snapshot, WriterLock
 
@@ -356,7 +356,7 @@ def _dedupe(claims: list[dict[str, Any]], decided: dict[str, dict[str, Any]], ru
         groups.setdefault(r["article_id"], []).append(r)
     promoted = []
     for rows in groups.values():
-        rows.sort(key=lambda r: r["source_path"].encode("utf-8", "surrogateescape"))
+        rows.sort(key=lambda r: path_order(r["source_path"]))
         winner = rows[0]
         parsed = winner.pop("_parsed")
         for r in rows[1:]:
@@ -368,12 +368,7 @@ def _dedupe(claims: list[dict[str, Any]], decided: dict[str, dict[str, Any]], ru
                 continue
             decided[winner["source_path"]] = {**winner, **ledger.problem_columns(None), "status": "loaded"}
         for r in rows[1:]:
-            problem = Problem(
-                "duplicate_identity",
-                f"same identity URL as {winner['source_path']!r}, which is loaded (the smallest path wins); "
-                "give this article its own webUrl or delete one of the files",
-                field="webUrl",
-            )
+            problem = duplicate_identity(winner["source_path"])
             decided[r["source_path"]] = {**r, "status": "duplicate", **ledger.problem_columns(problem)}
     return promoted
 
@@ -414,7 +409,7 @@ def build(state: State, services: Services) -> State:
         faults.kill_at(f"after_{table.name}")
     parsed_count = int(res.parsed_paths.num_rows)
     rows = {t.name: sum(n for _, n in files[t.name]) for t in schema.DOCUMENT_TABLES}
-    if res.dead or parsed_count or previous is None:
+    if previous is None or res.dead or parsed_count:
         con = merge.connect(wh, s.memory_limit)
         try:
             urls = {t: [wh.join(f) for f, _ in files[t]] for t in ("articles", "related_articles")}
@@ -422,8 +417,7 @@ def build(state: State, services: Services) -> State:
         finally:
             con.close()
         files["providers"] = [merge.write_small(wh, schema.PROVIDERS, providers, sid)]
-    else:
-        assert previous is not None
+    else:  # nothing changed since ``previous`` (which exists: see the condition above)
         files["providers"] = [(rel, previous.file_rows[rel]) for rel in previous.files["providers"]]
     rows["providers"] = sum(n for _, n in files["providers"])
     counted = ledger.counts(res.manifest, planned.previous, res.parsed_paths, list(planned.unlisted))

@@ -14,7 +14,7 @@ from pipeline.config import Settings
 from pipeline.engine.fanout import LocalFanout
 from pipeline.engine.parse import BatchSpec, Job, batch_size
 from pipeline.read.discover import discover
-from pipeline.read.problems import Problem
+from pipeline.read.problems import duplicate_identity, path_order
 from pipeline.storage.location import Location
 
 
@@ -40,17 +40,13 @@ def validate_folder(settings: Settings) -> list[dict[str, Any]]:
                 outcomes.extend(result.outcomes)
     finally:
         fanout.close()
-    outcomes.sort(key=lambda o: o.rel.encode("utf-8", "surrogateescape"))
+    outcomes.sort(key=lambda o: path_order(o.rel))
     owners: dict[str, str] = {}
     for o in outcomes:
         problem = o.problem
         if problem is None and o.article_id is not None:
             if o.article_id in owners:
-                problem = Problem(
-                    "duplicate_identity",
-                    f"same identity URL as {owners[o.article_id]!r}; only the smallest path would load",
-                    field="webUrl",
-                )
+                problem = duplicate_identity(owners[o.article_id])
             else:
                 owners[o.article_id] = o.rel
         entry: dict[str, Any] = {"path": o.rel, "ok": problem is None}

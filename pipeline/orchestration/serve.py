@@ -38,7 +38,8 @@ def serve(parameters: dict[str, Any], cron: str | None, interval: float | None, 
     from pipeline.orchestration.flow import ingest
 
     deployment = ingest.to_deployment(name=name, parameters=parameters, **deployment_options(cron, interval, collision))
-    assert isinstance(deployment, RunnerDeployment)  # sync context: not a coroutine
+    if not isinstance(deployment, RunnerDeployment):  # in a sync context it never is a coroutine
+        raise TypeError(f"expected a RunnerDeployment, got {type(deployment).__name__}")
     signal.signal(signal.SIGINT, _sigint_as_sigterm)
     # The runner normally claims runs 10 s ahead; with short intervals that collides with the
     # run still holding the concurrency slot. Claim them just before they are due instead.

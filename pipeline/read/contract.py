@@ -1,9 +1,10 @@
-"""The seed document contract, declared once, and the checks that enforce it.
+"""The seed document contract and the checks that enforce it.
 
-Every known frontmatter field with its kind, whether it is required and what it
-means. ``check_document`` turns loaded frontmatter into typed values or a list
-of problems that name the field path and say what was expected. Values are
-converted only when nothing is lost; anything else is refused, never guessed.
+The fields, their kinds, which are required and what they mean are declared once, on the
+document tables' columns in ``pipeline/schema.py``; ``fields_of`` turns those declarations
+into the tree this module checks. ``check_document`` turns loaded frontmatter into typed
+values or a list of problems that name the field path and say what was expected. Values
+are converted only when nothing is lost; anything else is refused, never guessed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from pipeline import schema
 from pipeline.read.problems import Problem
 
 
@@ -27,52 +29,55 @@ class Field:
     fields: tuple[Field, ...] = ()
 
 
-IMAGE = (
-    Field("url", "text", False, "image URL"),
-    Field("width", "int", False, "width in pixels (integer >= 0)"),
-    Field("height", "int", False, "height in pixels (integer >= 0)"),
-    Field("isCached", "bool", False, "whether the image is cached upstream (true/false)"),
-)
-PROVIDER = (
-    Field("name", "text", False, "display name of the provider"),
-    Field("domain", "text", True, "provider's domain, e.g. wsj.com"),
-)
-RELATED = (
-    Field("webUrl", "url", True, "URL of the related article; joins to articles when it is a seed"),
-    Field("title", "text", False, "title"),
-    Field("excerpt", "text", False, "short summary"),
-    Field("publishedDateTime", "timestamp", False, "publication time, ISO 8601"),
-    Field("type", "text", False, "content type"),
-    Field("quality", "int", False, "quality score"),
-    Field("provider", "object", False, "who published it", PROVIDER),
-    Field("images", "object_list", False, "images of the related article", IMAGE),
-)
-DOCUMENT: tuple[Field, ...] = (
-    Field("title", "text", True, "headline; must not be empty"),
-    Field("webUrl", "url", False, "canonical article URL; the identity URL (required unless originalUrl is given)"),
-    Field("originalUrl", "url", False, "URL at the source; identity URL when webUrl is missing"),
-    Field("ampWebUrl", "text", False, "AMP page URL"),
-    Field("cdnAmpWebUrl", "text", False, "AMP cache URL"),
-    Field("excerpt", "text", False, "short summary"),
-    Field("category", "text", False, "category label"),
-    Field("type", "text", False, "content type, e.g. article"),
-    Field("publishedDateTime", "timestamp", False, "publication time, ISO 8601; no zone means UTC"),
-    Field("quality", "int", False, "quality score"),
-    Field("heat", "int", False, "heat score"),
-    Field("published", "bool", False, "published flag (true/false)"),
-    Field("provider", "object", False, "who published the article", PROVIDER),
-    Field("topics", "text_list", False, "topic labels"),
-    Field("images", "object_list", False, "images of the article", IMAGE),
-    Field("related", "object_list", False, "related articles", RELATED),
-    Field("secured", "text", False, "opaque string, stored as written"),
-)
+def fields_of(tables: tuple[schema.Table, ...] = schema.DOCUMENT_TABLES, path: str = "") -> tuple[Field, ...]:
+    """The contract's field tree for the entry at ``path``, from the tables' column declarations.
+
+    Fields come in column order; a nested mapping (``provider``) where its first field is; the
+    lists whose entries feed child tables (``topics``, ``images``, ``related``) after them.
+    """
+    found = [t for t in tables if t.entry is not None and t.entry.path == path]
+    if len(found) != 1 or found[0].entry is None:
+        raise ValueError(f"the declaration needs exactly one table whose rows are the entries at {path!r}")
+    table, objects = found[0], dict(found[0].entry.objects)
+    out: list[Field] = []
+    nested: dict[str, list[Field]] = {}
+    for col in table.columns:
+        f = col.field
+        if f is None or not f.path:
+            continue
+        head, _, rest = f.path.partition(".")
+        if not rest:
+            out.append(Field(head, f.kind, f.required, f.about))
+        elif head not in nested:
+            nested[head] = [Field(rest, f.kind, f.required, f.about)]
+            out.append(Field(head, "object", False, objects[head]))  # filled in below
+        else:
+            nested[head].append(Field(rest, f.kind, f.required, f.about))
+    out = [Field(f.key, f.kind, f.required, f.description, tuple(nested[f.key])) if f.key in nested else f for f in out]
+    prefix = f"{path}[]." if path else ""
+    for child in tables:
+        entry = child.entry
+        if entry is None or not entry.path.startswith(prefix) or entry.path == path:
+            continue
+        key = entry.path[len(prefix) :]
+        if "." in key or "[" in key:
+            continue  # a grandchild: declared under its own parent
+        sub = fields_of(tables, entry.path) if entry.kind == "object_list" else ()
+        out.append(Field(key, entry.kind, False, entry.about, sub))
+    return tuple(out)
+
+
+DOCUMENT: tuple[Field, ...] = fields_of()
 
 _INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
 _INT_AS_FLOAT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)\.0*")
 _TIMESTAMP = re.compile(
     r"\d{4}-\d{2}-\d{2}"
-    r"(?:[Tt ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?[ ]?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?)?"
+    r"(?:[Tt ]\d{2}:\d{2}(?::\d{2}(?P<fraction>\.\d+)?)?[ ]?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?)?"
 )
+_BASIC_FORMAT = re.compile(r"\d{8}(?:[Tt]\d{4,6}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:?\d{2})?)?")
+_EPOCH = re.compile(r"[-+]?\d{9,13}(?:\.\d+)?")
+_LEAP_SECOND = re.compile(r"[Tt ]\d{2}:\d{2}:60")
 _INT64 = 2**63
 _KIND_NAMES = {dict: "a mapping", list: "a list", str: "text", bool: "a boolean"}
 
@@ -157,23 +162,26 @@ class _Checker:
         return None
 
     def timestamp(self, value: Any, path: str) -> datetime | None:
+        """RFC 3339 / ISO 8601 extended format; kept to the microsecond (further digits are dropped)."""
         if isinstance(value, datetime):
             parsed = value
         elif isinstance(value, date):
             parsed = datetime(value.year, value.month, value.day)
-        elif isinstance(value, str) and _TIMESTAMP.fullmatch(value.strip()):
-            text = value.strip().replace(" Z", "Z").replace(" z", "Z")
+        elif isinstance(value, str) and (match := _TIMESTAMP.fullmatch(value.strip())):
+            text = value.strip()
+            fraction = match.group("fraction")
+            if fraction and len(fraction) > 7:  # '.' + more than 6 digits: microseconds are what we keep
+                text = text[: match.start("fraction") + 7] + text[match.end("fraction") :]
+            text = text.replace(" Z", "Z").replace(" z", "Z")
             if text.endswith("z"):
                 text = text[:-1] + "Z"
             try:
                 parsed = datetime.fromisoformat(text)
             except ValueError as exc:
-                self.fail(path, "bad_timestamp", f"{value!r} is not a real date/time ({exc})")
+                self.fail(path, "bad_timestamp", _impossible(value, exc))
                 return None
         else:
-            self.fail(
-                path, "bad_timestamp", f"expected an ISO 8601 date/time such as 2023-10-08T16:23:00Z, got {value!r}"
-            )
+            self.fail(path, "bad_timestamp", _not_a_timestamp(value))
             return None
         if parsed.tzinfo is None:
             return parsed.replace(tzinfo=UTC)
@@ -232,6 +240,26 @@ class _Checker:
         return [self.mapping(item, f.fields, f"{path}[{i}]") for i, item in enumerate(raw)]
 
 
+def _impossible(value: str, exc: ValueError) -> str:
+    """Why a well-formed timestamp is not a real moment."""
+    if _LEAP_SECOND.search(value):
+        return f"{value!r} is a leap second (:60), which timestamps cannot hold; write :59 or the next minute"
+    return f"{value!r} is not a real date/time ({exc})"
+
+
+def _not_a_timestamp(value: Any) -> str:
+    """What a value that is not an ISO 8601 timestamp looks like instead."""
+    expected = "expected an RFC 3339 / ISO 8601 date-time such as 2023-10-08T16:23:00Z"
+    if not isinstance(value, str):
+        return f"{expected}, got {_kind_of(value)} ({value!r})"
+    text = value.strip()
+    if _EPOCH.fullmatch(text):
+        return f"{expected}, got the number {text!r} (seconds since 1970? write the date and time out)"
+    if _BASIC_FORMAT.fullmatch(text):
+        return f"{expected}, got {text!r} in ISO 8601 basic format (no '-' and ':'); use the extended format"
+    return f"{expected}, got {value!r}"
+
+
 def _generic(path: str, key: str) -> str:
     """``related[2].images[0]`` + ``alt`` -> ``related[].images[].alt`` (for drift counts)."""
     base = re.sub(r"\[\d+\]", "[]", path)
@@ -246,10 +274,10 @@ class Checked:
     unknown_keys: frozenset[str]
 
 
-def check_document(meta: Any) -> Checked | list[Problem]:
+def check_document(meta: Any, document: tuple[Field, ...] = DOCUMENT) -> Checked | list[Problem]:
     """Check loaded frontmatter against the contract; typed values or problems."""
     checker = _Checker()
-    values = checker.mapping(meta, DOCUMENT, "")
+    values = checker.mapping(meta, document, "")
     if values is not None:
         title = values.get("title")
         if isinstance(title, str) and not title.strip():
@@ -288,7 +316,7 @@ def _check_domains(checker: _Checker, values: dict[str, Any]) -> None:
         check((rel or {}).get("provider"), f"related[{r}].provider")
 
 
-def describe_contract() -> list[tuple[str, str, bool, str]]:
+def describe_contract(document: tuple[Field, ...] = DOCUMENT) -> list[tuple[str, str, bool, str]]:
     """Flattened contract for docs: (field path, kind, required, description)."""
     rows: list[tuple[str, str, bool, str]] = []
 
@@ -299,5 +327,5 @@ def describe_contract() -> list[tuple[str, str, bool, str]]:
             if f.fields:
                 walk(f.fields, f"{path}[]." if f.kind == "object_list" else f"{path}.")
 
-    walk(DOCUMENT, "")
+    walk(document, "")
     return rows

@@ -24,7 +24,7 @@ from fnmatch import fnmatchcase
 from typing import NamedTuple, TypeVar
 
 from pipeline import faults
-from pipeline.read.problems import Problem
+from pipeline.read.problems import Problem, path_order
 from pipeline.storage.location import Location, relpath_ok, transient
 
 LIST_ATTEMPTS = 3  # a prefix listing is retried this many times before it counts as unlisted
@@ -64,14 +64,10 @@ def _matches(name: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatchcase(name, p) for p in patterns)
 
 
-def _sort_key(rel: str) -> bytes:
-    return rel.encode("utf-8", "surrogateescape")
-
-
 def discover(root: Location, patterns: tuple[str, ...]) -> Discovery:
     """All matching files under ``root`` in byte order of their relative paths."""
     out = _discover_local(root.root, patterns) if root.local else _discover_objects(root, patterns)
-    out.found.sort(key=lambda f: _sort_key(f.rel))
+    out.found.sort(key=lambda f: path_order(f.rel))
     out.refused.sort(key=lambda r: r.rel)
     out.unlisted.sort(key=lambda r: r.rel)
     return out

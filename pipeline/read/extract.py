@@ -100,9 +100,8 @@ def split_frontmatter(text: str) -> tuple[object, str]:
                 1,
             )
         ) from None
-    opener = probe.FM_BOUNDARY.match(stripped)
-    assert opener is not None
-    first_line = offset_lines + stripped.count("\n", 0, opener.end())
+    opener = probe.FM_BOUNDARY.match(stripped)  # detect() found it, so it matches
+    first_line = offset_lines + (stripped.count("\n", 0, opener.end()) if opener else 0)
     odd = _YAML_BREAKS.search(fm)
     if odd:
         line, col = _position(fm, odd.start())

@@ -1,18 +1,27 @@
 """Pure normalization: one checked document in, rows for every document table out.
 
-No clock, no randomness, no I/O: the run id and source facts are passed in, and
-keys are hashes of content, so the same document always gives the same rows.
+No clock, no randomness, no I/O: the run id and source facts are passed in, and keys are
+hashes of content, so the same document always gives the same rows.
+
+The row builder is generated from the tables' declarations (``pipeline/schema.py``): each
+column's value comes from its frontmatter field or its derivation, by name. Generating it
+as Python source once, rather than interpreting the declarations for every document, keeps
+normalization as cheap as a hand-written function.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import idna
+
+from pipeline import schema
 from pipeline.read.contract import Checked
 
 UNDATED = "undated"
@@ -32,14 +41,32 @@ def short_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def canonical_host(host: str) -> str:
+    """One spelling per host name: trimmed, lower case, no trailing dot, international names as IDNA.
+
+    ``EXAMPLE.org.`` and ``example.org`` are one host, and so are ``bücher.de`` and
+    ``xn--bcher-kva.de`` (UTS #46 mapping, as browsers do). A name IDNA refuses (e.g. with
+    characters no registry allows) keeps its lower-case form.
+    """
+    name = host.strip().lower()
+    if name.endswith(".") and len(name) > 1:
+        name = name[:-1]
+    if name.isascii():
+        return name
+    try:
+        return idna.encode(name, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
+        return name
+
+
 def canonical_url(url: str) -> str:
-    """Identity form of a URL: trimmed, scheme and host lower-cased, default port and fragment dropped.
+    """Identity form of a URL: trimmed, scheme and host canonical, default port and fragment dropped.
 
     Path and query are kept as written: they are case-sensitive on most servers.
     """
     parts = urlsplit(url.strip())
     scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
+    host = canonical_host(parts.hostname or "")
     if parts.port is not None and parts.port != _DEFAULT_PORTS.get(scheme):
         host = f"{host}:{parts.port}"
     if parts.username or parts.password:
@@ -53,7 +80,7 @@ def article_id(url: str) -> str:
 
 
 def provider_id(domain: str) -> str:
-    return short_hash(domain.strip().lower())
+    return short_hash(canonical_host(domain))
 
 
 def month_of(ts: datetime | None) -> str:
@@ -62,21 +89,19 @@ def month_of(ts: datetime | None) -> str:
 
 
 def _extra(entry: dict[str, Any]) -> str | None:
-    """Unknown keys of this entry and of its provider, as canonical JSON."""
+    """Unknown keys of this entry and of its nested mappings (provider), as canonical JSON."""
     extra = dict(entry.get("__extra__") or {})
-    provider = entry.get("provider") or {}
-    if provider.get("__extra__"):
-        extra["provider"] = dict(provider["__extra__"])
+    for key, value in entry.items():
+        if isinstance(value, dict) and value.get("__extra__"):
+            extra[key] = dict(value["__extra__"])
     if not extra:
         return None
     return json.dumps(extra, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
-def _provider(entry: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
-    """(provider_id, domain as written, name as written)."""
-    provider = entry.get("provider") or {}
-    domain = provider.get("domain")
-    return (provider_id(domain) if domain else None, domain, provider.get("name"))
+def _provider_id(entry: dict[str, Any]) -> str | None:
+    domain = (entry.get("provider") or {}).get("domain")
+    return provider_id(domain) if domain else None
 
 
 @dataclass(frozen=True)
@@ -96,62 +121,85 @@ def identity_url(values: dict[str, Any]) -> str:
     return values.get("webUrl") or values["originalUrl"]
 
 
-def _image_row(prefix: tuple[Any, ...], img: dict[str, Any]) -> tuple[Any, ...]:
-    return (*prefix, img.get("url"), img.get("width"), img.get("height"), img.get("isCached"), _extra(img))
+# --- the generated row builder -----------------------------------------------------------------
+
+
+def _field_expr(path: str, entry: str) -> str:
+    """Python expression for a frontmatter field of ``entry`` (checked values hold every known key)."""
+    if not path:
+        return entry
+    head, _, rest = path.partition(".")
+    expr = f"{entry}[{head!r}]"
+    for key in rest.split(".") if rest else ():
+        expr = f"({expr} or _EMPTY).get({key!r})"
+    return expr
+
+
+def _derived_expr(name: str, entry: str, indices: list[str]) -> str:
+    exprs = {
+        "article_id": "aid",
+        "position": indices[-1] if indices else "None",
+        "related_position": indices[0] if len(indices) > 1 else "None",
+        "related_article_id": f"_article_id({entry}['webUrl'])",
+        "provider_id": f"_provider_id({entry})",
+        "body": "(body or None)",
+        "extra": f"_extra({entry})",
+        "source_path": "source_path",
+        "source_sha256": "source_sha256",
+        "run_id": "run_id",
+    }
+    if name not in exprs:
+        raise ValueError(f"unknown derivation {name!r} (schema.DERIVATIONS)")
+    return exprs[name]
+
+
+def _table_source(table: schema.Table) -> str:
+    """``out_<table> = [...]``: a comprehension over the table's entries, one tuple per row."""
+    if table.entry is None:
+        raise ValueError(f"{table.name} declares no entry: it is not a document table")
+    path = table.entry.path
+    loops: list[str] = []
+    indices: list[str] = []
+    entry = "v"
+    for depth, key in enumerate(path.split("[].") if path else []):
+        index, item = f"i{depth}", f"e{depth}"
+        loops.append(f"for {index}, {item} in enumerate({entry}[{key!r}] or ())")
+        indices.append(index)
+        entry = item
+    values = []
+    for col in table.columns:
+        if col.field is not None:
+            values.append(_field_expr(col.field.path, entry))
+        elif col.derived is not None:
+            values.append(_derived_expr(col.derived, entry, indices))
+        else:
+            raise ValueError(f"{table.name}.{col.name} declares neither a field nor a derivation")
+    row = "(" + ", ".join(values) + ",)"
+    return f"    out_{table.name} = [{row} {' '.join(loops)}]" if loops else f"    out_{table.name} = [{row}]"
+
+
+def compile_rows(tables: tuple[schema.Table, ...] = schema.DOCUMENT_TABLES) -> Callable[..., tuple[list[Any], ...]]:
+    """A function (v, aid, body, source_path, source_sha256, run_id) -> one list of row tuples per table."""
+    lines = ["def build_rows(v, aid, body, source_path, source_sha256, run_id):"]
+    lines += [_table_source(t) for t in tables]
+    lines.append("    return (" + ", ".join(f"out_{t.name}" for t in tables) + ",)")
+    scope: dict[str, Any] = {
+        "_EMPTY": {},
+        "_article_id": article_id,
+        "_provider_id": _provider_id,
+        "_extra": _extra,
+    }
+    exec(compile("\n".join(lines), f"<rows of {', '.join(t.name for t in tables)}>", "exec"), scope)  # noqa: S102
+    build: Callable[..., tuple[list[Any], ...]] = scope["build_rows"]
+    return build
+
+
+_BUILD = compile_rows()
 
 
 def normalize(doc: Checked, body: str, source: Source, run_id: str) -> Rows:
     """Rows for one document that met the contract."""
     v = doc.values
     aid = article_id(identity_url(v))
-    published_at = v.get("publishedDateTime")
-    pid, pdomain, pname = _provider(v)
-    article = (
-        aid,
-        v.get("webUrl"),
-        v.get("originalUrl"),
-        v.get("ampWebUrl"),
-        v.get("cdnAmpWebUrl"),
-        v["title"],
-        v.get("excerpt"),
-        v.get("category"),
-        v.get("type"),
-        published_at,
-        v.get("quality"),
-        v.get("heat"),
-        v.get("published"),
-        pid,
-        pdomain,
-        pname,
-        v.get("secured"),
-        body or None,
-        _extra(v),
-        source.path,
-        source.sha256,
-        run_id,
-    )
-    topics = [(aid, i, t) for i, t in enumerate(v.get("topics") or [])]
-    images = [_image_row((aid, i), img) for i, img in enumerate(v.get("images") or [])]
-    related = []
-    related_images: list[tuple[Any, ...]] = []
-    for r, rel in enumerate(v.get("related") or []):
-        rpid, rpdomain, rpname = _provider(rel)
-        related.append(
-            (
-                aid,
-                r,
-                article_id(rel["webUrl"]),
-                rel["webUrl"],
-                rel.get("title"),
-                rel.get("excerpt"),
-                rel.get("publishedDateTime"),
-                rel.get("type"),
-                rel.get("quality"),
-                rpid,
-                rpdomain,
-                rpname,
-                _extra(rel),
-            )
-        )
-        related_images.extend(_image_row((aid, r, i), img) for i, img in enumerate(rel.get("images") or []))
-    return Rows(aid, month_of(published_at), [article], topics, images, related, related_images)
+    tables = _BUILD(v, aid, body, source.path, source.sha256, run_id)
+    return Rows(aid, month_of(v.get("publishedDateTime")), *tables)

@@ -132,3 +132,18 @@ class ProblemError(Exception):
     def __init__(self, problem: Problem) -> None:
         super().__init__(problem.message)
         self.problem = problem
+
+
+def path_order(rel: str) -> bytes:
+    """The order of seed paths everywhere (discovery, the duplicate rule): bytes of the UTF-8 path."""
+    return rel.encode("utf-8", "surrogateescape")
+
+
+def duplicate_identity(winner: str) -> Problem:
+    """The duplicate rule: of the files that claim one identity URL, the smallest path (``path_order``) loads."""
+    return Problem(
+        "duplicate_identity",
+        f"same identity URL as {winner!r}, which is loaded (the smallest path wins); "
+        "give this article its own webUrl or delete one of the files",
+        field="webUrl",
+    )

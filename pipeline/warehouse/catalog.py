@@ -12,8 +12,9 @@ import os
 
 import duckdb
 
+from pipeline import schema
 from pipeline.storage.location import Location, fsync_dir
-from pipeline.warehouse import commits, schema
+from pipeline.warehouse import commits
 from pipeline.warehouse.commits import CATALOG, Snapshot
 from pipeline.warehouse.sql import file_list, ident, literal
 

@@ -9,34 +9,25 @@ from __future__ import annotations
 
 import duckdb
 
+from pipeline import schema
 from pipeline.storage.location import Location
-from pipeline.warehouse import schema
 from pipeline.warehouse.merge import connect
-from pipeline.warehouse.sql import file_list, ident
-
-ID_PATTERN = "^[0-9a-f]{16}$"
+from pipeline.warehouse.sql import file_list, ident, literal
 
 
 def _src(files: dict[str, list[str]], table: str) -> str:
     return f"read_parquet({file_list(files[table])})"
 
 
-# Columns the checks read beyond each table's key, required columns and parent key.
-_CHECKED = {
-    "articles": ("provider_id",),
-    "related_articles": ("related_article_id", "provider_id"),
-    "providers": ("provider_id",),
-    "source_files": ("status", "article_id"),
-}
+_ACCOUNTING = {"source_files": ("status", "article_id")}  # read by the loaded-files check below
 
 
 def _materialize(con: duckdb.DuckDBPyConnection, src: dict[str, str]) -> dict[str, str]:
     """Copy the checked columns of every table into DuckDB once (remote files are slow to open)."""
     out = {}
     for t in schema.TABLES:
-        cols = dict.fromkeys(
-            [*t.key, *(c.name for c in t.columns if not c.nullable), *t.parent_key, *_CHECKED.get(t.name, ())]
-        )
+        checked = [c.name for c in t.columns if not c.nullable or c.hash_id or c.references is not None]
+        cols = dict.fromkeys([*t.key, *checked, *t.parent_key, *_ACCOUNTING.get(t.name, ())])
         name = f"checked_{t.name}"
         con.execute(f"CREATE TEMP TABLE {name} AS SELECT {', '.join(ident(c) for c in cols)} FROM {src[t.name]}")
         out[t.name] = name
@@ -59,7 +50,7 @@ def run_checks(
         if not wh.local:
             src = _materialize(con, src)  # one read of each remote table, not one per check
         for t in schema.TABLES:
-            key = ", ".join(f'"{k}"' for k in t.key)
+            key = ", ".join(ident(k) for k in t.key)
             dupes = _scalar(
                 con, f"SELECT count(*) FROM (SELECT {key} FROM {src[t.name]} GROUP BY ALL HAVING count(*) > 1)"
             )
@@ -68,7 +59,7 @@ def run_checks(
             required = [c.name for c in t.columns if not c.nullable]
             nulls = con.execute(
                 "SELECT "
-                + ", ".join(f'count(*) FILTER (WHERE "{c}" IS NULL)' for c in required)
+                + ", ".join(f"count(*) FILTER (WHERE {ident(c)} IS NULL)" for c in required)
                 + f" FROM {src[t.name]}"
             ).fetchone()
             for name, n in zip(required, nulls or (), strict=True):
@@ -80,24 +71,25 @@ def run_checks(
                 orphans = _scalar(con, f"SELECT count(*) FROM {src[t.name]} c ANTI JOIN {src[t.parent]} p ON {on}")
                 if orphans:
                     failures.append(f"{t.name}: {orphans} rows without a parent in {t.parent}")
-        for table, col in (
-            ("articles", "article_id"),
-            ("articles", "provider_id"),
-            ("related_articles", "related_article_id"),
-            ("related_articles", "provider_id"),
-            ("providers", "provider_id"),
-        ):
-            bad = _scalar(con, f"SELECT count(*) FROM {src[table]} WHERE NOT regexp_full_match({col}, '{ID_PATTERN}')")
-            if bad:
-                failures.append(f"{table}.{col}: {bad} malformed ids")
-        for table in ("articles", "related_articles"):
-            missing = _scalar(
-                con,
-                f"SELECT count(*) FROM {src[table]} a WHERE provider_id IS NOT NULL "
-                f"AND provider_id NOT IN (SELECT provider_id FROM {src['providers']})",
-            )
-            if missing:
-                failures.append(f"{table}: {missing} rows whose provider_id is not in providers")
+        for t in schema.TABLES:
+            for c in t.columns:
+                if c.hash_id:
+                    bad = _scalar(
+                        con,
+                        f"SELECT count(*) FROM {src[t.name]} WHERE NOT regexp_full_match({ident(c.name)}, "
+                        f"{literal(schema.ID_PATTERN)})",
+                    )
+                    if bad:
+                        failures.append(f"{t.name}.{c.name}: {bad} malformed ids")
+                ref = c.references
+                if ref is not None and ref.enforced:
+                    missing = _scalar(
+                        con,
+                        f"SELECT count(*) FROM {src[t.name]} WHERE {ident(c.name)} IS NOT NULL "
+                        f"AND {ident(c.name)} NOT IN (SELECT {ident(ref.column)} FROM {src[ref.table]})",
+                    )
+                    if missing:
+                        failures.append(f"{t.name}: {missing} rows whose {c.name} is not in {ref.table}")
         mismatch = _scalar(
             con,
             f"SELECT count(*) FROM (SELECT article_id FROM {src['articles']} "

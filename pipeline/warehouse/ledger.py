@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 import duckdb
 import pyarrow as pa
 
+from pipeline import schema
 from pipeline.read.problems import Problem, Retry, retried
-from pipeline.warehouse import schema
-from pipeline.warehouse.sql import literal
+from pipeline.warehouse.sql import ident, literal
 
 T = TypeVar("T")
 SCHEMA = schema.SOURCE_FILES.arrow_schema()
@@ -312,7 +312,7 @@ def unknown_keys(m: pa.Table, previous: pa.Table | None, run_id: str) -> pa.Tabl
 
 def rejects(m: pa.Table) -> pa.Table:
     """The rejects table: manifest rows of files (and unlisted folders) not loaded."""
-    cols = ", ".join(f'"{c}"' for c in schema.REJECTS.column_names)
+    cols = ", ".join(ident(c) for c in schema.REJECTS.column_names)
     return _arrow(f"SELECT {cols} FROM m WHERE status IN ('rejected', 'duplicate') ORDER BY source_path", m=m).cast(
         schema.REJECTS.arrow_schema()
     )

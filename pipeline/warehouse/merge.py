@@ -18,10 +18,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline import schema
+from pipeline.read.normalize import canonical_host
 from pipeline.storage.location import Location
-from pipeline.warehouse import schema
 from pipeline.warehouse.commits import data_name, display_name
-from pipeline.warehouse.sql import file_list, literal
+from pipeline.warehouse.sql import file_list, ident, literal
 
 EMPTY_PART = "empty"  # a table with no rows at all is one empty file, so every reader sees its columns
 SMALL_PART = "data"  # the small tables are one file each
@@ -29,13 +30,6 @@ ROW_GROUP_ROWS = 64 * 1024  # row groups: at most this many rows ...
 ROW_GROUP_BYTES = 32 * 1024 * 1024  # ... or this many bytes in memory (articles carry bodies)
 STREAM_ROWS = 8 * 1024  # rows per batch pulled from DuckDB: bounds memory while merging
 MERGE_ARTICLES = 50_000  # articles (and their child rows) sorted per merge query
-SORT_KEYS: dict[str, tuple[str, ...]] = {
-    "articles": ("published_at", "article_id"),
-    "article_topics": ("article_id", "position"),
-    "article_images": ("article_id", "position"),
-    "related_articles": ("article_id", "position"),
-    "related_article_images": ("article_id", "related_position", "position"),
-}
 
 
 def part_of(rel: str) -> str:
@@ -120,8 +114,8 @@ class MergeSpec:
 def merge_group(spec: MergeSpec) -> list[tuple[str, int]]:
     """Write one month file per non-empty month of the group; (relative path, rows) each."""
     table = schema.table(spec.table)
-    cols = ", ".join(f'"{c}"' for c in table.column_names)
-    order = ", ".join(f'"{k}"' for k in SORT_KEYS[table.name])
+    cols = ", ".join(ident(c) for c in table.column_names)
+    order = ", ".join(ident(k) for k in table.sort_key)
     parts = []
     if spec.old_files:
         parts.append(
@@ -222,7 +216,7 @@ WITH mentions AS (
     FROM uses
 )
 SELECT m.provider_id,
-       min(lower(trim(m.provider_domain))) AS domain,
+       min(m.provider_domain) AS domain,
        min(n.name) AS name,
        coalesce(list_sort(list_distinct(list(m.provider_name)
            FILTER (WHERE m.provider_name IS NOT NULL))), []) AS names,
@@ -235,5 +229,8 @@ ORDER BY m.provider_id
 
 
 def derive_providers(con: duckdb.DuckDBPyConnection, articles: list[str], related: list[str]) -> pa.Table:
+    """One row per provider id; ``domain`` in the canonical form its id is the hash of."""
     sql = PROVIDERS_SQL.format(articles=file_list(articles), related=file_list(related))
-    return con.sql(sql).to_arrow_table()
+    table = con.sql(sql).to_arrow_table()
+    canonical = pa.array([canonical_host(d) for d in table.column("domain").to_pylist()], pa.string())
+    return table.set_column(table.column_names.index("domain"), "domain", canonical)

@@ -17,9 +17,10 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline import schema
 from pipeline.errors import QueryError
 from pipeline.storage.location import Location
-from pipeline.warehouse import commits, schema
+from pipeline.warehouse import commits
 from pipeline.warehouse.catalog import memory_connection
 
 READ_ONLY = {"SELECT", "EXPLAIN"}

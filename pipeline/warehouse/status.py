@@ -7,8 +7,9 @@ from typing import Any
 
 import pyarrow.compute as pc
 
+from pipeline import schema
 from pipeline.storage.location import Location
-from pipeline.warehouse import commits, schema, tables
+from pipeline.warehouse import commits, tables
 
 
 def warehouse_status(wh: Location, now: datetime, max_age: timedelta | None) -> dict[str, Any]:

@@ -11,8 +11,8 @@ from collections.abc import Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline import schema
 from pipeline.storage.location import Location
-from pipeline.warehouse import schema
 from pipeline.warehouse.commits import Snapshot
 
 

@@ -1,7 +1,11 @@
-"""The warehouse's tables, defined once as data.
+"""The data model, declared once as data: the seed document contract and the warehouse's tables.
 
-Arrow schemas, DuckDB views and comments, the README table list and the data
-dictionary are all derived from ``TABLES``; nothing else names a column type.
+Each document-table column says where its value comes from: a frontmatter field (with the
+contract's kind, whether it is required, and what it means) or a derivation (ids, positions,
+body, provenance). From these declarations come the contract checker (``read/contract.py``),
+the row builder (``read/normalize.py``), Arrow schemas, DuckDB views and comments, post-load
+checks (keys, parents, references, id formats), sort orders, the data dictionary, the ER
+diagram and the README table list; nothing else names a column, a type or a field.
 """
 
 from __future__ import annotations
@@ -30,6 +34,44 @@ DUCKDB_TYPES: dict[str, str] = {
     "list<string>": "VARCHAR[]",
 }
 
+# Contract kind of a frontmatter field -> the column type it loads into.
+KIND_TYPES = {"text": "string", "url": "string", "int": "int64", "bool": "bool", "timestamp": "timestamp"}
+
+# How derived columns are computed (read/normalize.py implements each name).
+DERIVATIONS = {
+    "article_id": "hash id of the document's canonical identity URL (webUrl, else originalUrl)",
+    "position": "0-based position of the entry in its list",
+    "related_position": "position of the related entry that holds the image",
+    "related_article_id": "hash id of the entry's canonical webUrl",
+    "provider_id": "hash id of the entry's canonical provider domain",
+    "body": "the Markdown after the frontmatter",
+    "extra": "unknown keys of the entry as JSON",
+    "source_path": "the file's path relative to the seeds root",
+    "source_sha256": "SHA-256 of the file's bytes",
+    "run_id": "the run that loaded the file",
+}
+ID_PATTERN = "^[0-9a-f]{16}$"  # every hash id: 16 lower-case hex digits
+
+
+@dataclass(frozen=True)
+class DocField:
+    """A frontmatter field that feeds a column: its path within the table's entry and the contract's rule."""
+
+    path: str  # "webUrl", "provider.domain"; "" for a list entry that is itself the value (topics)
+    kind: str  # text | url | int | bool | timestamp
+    about: str  # what the field means (the contract's documentation)
+    required: bool = False  # within its entry (a required field of an optional object is required when it is there)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A foreign key: this column's values are ``table.column`` values (checked when ``enforced``)."""
+
+    table: str
+    column: str
+    enforced: bool = True
+    note: str = ""
+
 
 @dataclass(frozen=True)
 class Column:
@@ -37,6 +79,20 @@ class Column:
     type: str
     description: str
     nullable: bool = True
+    field: DocField | None = None  # from the frontmatter ...
+    derived: str | None = None  # ... or computed (a DERIVATIONS name)
+    references: Reference | None = None
+    hash_id: bool = False  # values must match ID_PATTERN
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Where a document table's rows come from: the document itself, or each entry of a list in it."""
+
+    path: str  # "" (the document), "topics", "images", "related", "related[].images"
+    kind: str  # document | text_list | object_list
+    about: str  # the contract's description of the list
+    objects: tuple[tuple[str, str], ...] = ()  # nested mappings in each entry: (key, about), e.g. provider
 
 
 @dataclass(frozen=True)
@@ -51,6 +107,8 @@ class Table:
     parent_key: tuple[str, ...] = field(default=())
     # Partitioned tables are stored as one file per publication month.
     partitioned: bool = False
+    entry: Entry | None = None  # document tables: where the rows come from
+    sort_key: tuple[str, ...] = ()  # row order within each file
 
     def column(self, name: str) -> Column:
         for col in self.columns:
@@ -69,8 +127,22 @@ class Table:
         )
 
 
-def _c(name: str, type_: str, description: str, nullable: bool = True) -> Column:
-    return Column(name, type_, description, nullable)
+def _c(name: str, type_: str, description: str, nullable: bool = True, **kw: object) -> Column:
+    return Column(name, type_, description, nullable, **kw)  # type: ignore[arg-type]
+
+
+def _f(name: str, path: str, kind: str, description: str, about: str, required: bool = False) -> Column:
+    """A column loaded from a frontmatter field (its type follows the field's kind).
+
+    NOT NULL when the field is required in its entry itself (not inside an optional mapping).
+    """
+    nullable = not required or "." in path
+    return Column(name, KIND_TYPES[kind], description, nullable, field=DocField(path, kind, about, required))
+
+
+def _d(name: str, type_: str, derivation: str, description: str, nullable: bool = True, **kw: object) -> Column:
+    """A derived column."""
+    return Column(name, type_, description, nullable, derived=derivation, **kw)  # type: ignore[arg-type]
 
 
 ID = "16 lower-case hex digits: the first 64 bits of a SHA-256"
@@ -78,6 +150,16 @@ EXTRA = (
     "frontmatter keys of this entry that the contract does not know, "
     "as a JSON object (values as written); NULL when none"
 )
+HOSTS = "(scheme and host lower-cased, a trailing dot dropped, international names as IDNA/punycode)"
+PROVIDERS_REF = Reference("providers", "provider_id")
+IMAGE_FIELDS = (
+    _f("url", "url", "text", "image URL as written", "image URL"),
+    _f("width", "width", "int", "width in pixels", "width in pixels (integer >= 0)"),
+    _f("height", "height", "int", "height in pixels", "height in pixels (integer >= 0)"),
+    _f("is_cached", "isCached", "bool", "isCached flag", "whether the image is cached upstream (true/false)"),
+    _d("extra", "string", "extra", EXTRA),
+)
+PROVIDER = ("provider", "who published it: name and domain")
 
 ARTICLES = Table(
     name="articles",
@@ -85,33 +167,82 @@ ARTICLES = Table(
     key=("article_id",),
     description="Articles, one per loaded seed document (duplicates of an identity URL are in rejects).",
     partitioned=True,
+    entry=Entry("", "document", "a seed document's frontmatter", objects=(PROVIDER,)),
+    sort_key=("published_at", "article_id"),
     columns=(
-        _c("article_id", "string", f"key: {ID} of the canonical identity URL (webUrl, else originalUrl)", False),
-        _c("web_url", "string", "webUrl as written"),
-        _c("original_url", "string", "originalUrl as written"),
-        _c("amp_web_url", "string", "ampWebUrl as written"),
-        _c("cdn_amp_web_url", "string", "cdnAmpWebUrl as written"),
-        _c("title", "string", "headline", False),
-        _c("excerpt", "string", "short summary"),
-        _c("category", "string", "category label, e.g. news"),
-        _c("type", "string", "content type, e.g. article"),
-        _c("published_at", "timestamp", "publishedDateTime in UTC (no zone read as UTC; a bare date as midnight UTC)"),
-        _c("quality", "int64", "quality score"),
-        _c("heat", "int64", "heat score (-1 when unknown upstream)"),
-        _c("is_published", "bool", "the published flag"),
-        _c("provider_id", "string", f"references providers: {ID} of the lower-cased provider domain"),
-        _c("provider_domain", "string", "provider domain as written in this document"),
-        _c("provider_name", "string", "provider name as written in this document"),
-        _c("secured", "string", "opaque secured string, as written"),
-        _c(
+        _d(
+            "article_id",
+            "string",
+            "article_id",
+            f"key: {ID} of the canonical identity URL (webUrl, else originalUrl) {HOSTS}",
+            False,
+            hash_id=True,
+        ),
+        _f(
+            "web_url",
+            "webUrl",
+            "url",
+            "webUrl as written",
+            "canonical article URL; the identity URL (required unless originalUrl is given)",
+        ),
+        _f(
+            "original_url",
+            "originalUrl",
+            "url",
+            "originalUrl as written",
+            "URL at the source; identity URL when webUrl is missing",
+        ),
+        _f("amp_web_url", "ampWebUrl", "text", "ampWebUrl as written", "AMP page URL"),
+        _f("cdn_amp_web_url", "cdnAmpWebUrl", "text", "cdnAmpWebUrl as written", "AMP cache URL"),
+        _f("title", "title", "text", "headline", "headline; must not be empty", required=True),
+        _f("excerpt", "excerpt", "text", "short summary", "short summary"),
+        _f("category", "category", "text", "category label, e.g. news", "category label"),
+        _f("type", "type", "text", "content type, e.g. article", "content type, e.g. article"),
+        _f(
+            "published_at",
+            "publishedDateTime",
+            "timestamp",
+            "publishedDateTime in UTC, to the microsecond (no zone read as UTC; a bare date as midnight UTC; "
+            "digits beyond microseconds dropped)",
+            "publication time, RFC 3339 / ISO 8601; no zone means UTC",
+        ),
+        _f("quality", "quality", "int", "quality score", "quality score"),
+        _f("heat", "heat", "int", "heat score (-1 when unknown upstream)", "heat score"),
+        _f("is_published", "published", "bool", "the published flag", "published flag (true/false)"),
+        _d(
+            "provider_id",
+            "string",
+            "provider_id",
+            f"references providers: {ID} of the canonical provider domain {HOSTS}",
+            references=PROVIDERS_REF,
+            hash_id=True,
+        ),
+        _f(
+            "provider_domain",
+            "provider.domain",
+            "text",
+            "provider domain as written in this document",
+            "provider's domain, e.g. wsj.com",
+            required=True,
+        ),  # fmt: skip
+        _f(
+            "provider_name",
+            "provider.name",
+            "text",
+            "provider name as written in this document",
+            "display name of the provider",
+        ),
+        _f("secured", "secured", "text", "opaque secured string, as written", "opaque string, stored as written"),
+        _d(
             "body",
             "string",
+            "body",
             "Markdown body after the frontmatter (leading blank lines and trailing whitespace trimmed); NULL when empty",
         ),
-        _c("extra", "string", EXTRA),
-        _c("source_path", "string", "seed file path relative to the seeds folder, '/'-separated", False),
-        _c("source_sha256", "string", "SHA-256 of the seed file's bytes", False),
-        _c("run_id", "string", "run that loaded this version of the document", False),
+        _d("extra", "string", "extra", EXTRA),
+        _d("source_path", "string", "source_path", "seed file path relative to the seeds folder, '/'-separated", False),
+        _d("source_sha256", "string", "source_sha256", "SHA-256 of the seed file's bytes", False),
+        _d("run_id", "string", "run_id", "run that loaded this version of the document", False),
     ),
 )
 
@@ -123,10 +254,12 @@ ARTICLE_TOPICS = Table(
     parent="articles",
     parent_key=("article_id",),
     partitioned=True,
+    entry=Entry("topics", "text_list", "topic labels"),
+    sort_key=("article_id", "position"),
     columns=(
-        _c("article_id", "string", "references articles", False),
-        _c("position", "int32", "0-based position in the topics list", False),
-        _c("topic", "string", "topic as written", False),
+        _d("article_id", "string", "article_id", "references articles", False),
+        _d("position", "int32", "position", "0-based position in the topics list", False),
+        _f("topic", "", "text", "topic as written", "a topic label", required=True),
     ),
 )
 
@@ -138,14 +271,12 @@ ARTICLE_IMAGES = Table(
     parent="articles",
     parent_key=("article_id",),
     partitioned=True,
+    entry=Entry("images", "object_list", "images of the article"),
+    sort_key=("article_id", "position"),
     columns=(
-        _c("article_id", "string", "references articles", False),
-        _c("position", "int32", "0-based position in the images list", False),
-        _c("url", "string", "image URL as written"),
-        _c("width", "int64", "width in pixels"),
-        _c("height", "int64", "height in pixels"),
-        _c("is_cached", "bool", "isCached flag"),
-        _c("extra", "string", EXTRA),
+        _d("article_id", "string", "article_id", "references articles", False),
+        _d("position", "int32", "position", "0-based position in the images list", False),
+        *IMAGE_FIELDS,
     ),
 )
 
@@ -159,25 +290,56 @@ RELATED_ARTICLES = Table(
     parent="articles",
     parent_key=("article_id",),
     partitioned=True,
+    entry=Entry("related", "object_list", "related articles", objects=(PROVIDER,)),
+    sort_key=("article_id", "position"),
     columns=(
-        _c("article_id", "string", "references articles (the article that lists the entry)", False),
-        _c("position", "int32", "0-based position in the related list", False),
-        _c(
+        _d("article_id", "string", "article_id", "references articles (the article that lists the entry)", False),
+        _d("position", "int32", "position", "0-based position in the related list", False),
+        _d(
             "related_article_id",
             "string",
+            "related_article_id",
             f"{ID} of the entry's canonical webUrl; same derivation as articles.article_id",
             False,
+            references=Reference("articles", "article_id", enforced=False, note="when the target is a seed"),
+            hash_id=True,
         ),
-        _c("web_url", "string", "webUrl as written", False),
-        _c("title", "string", "title as written"),
-        _c("excerpt", "string", "excerpt as written"),
-        _c("published_at", "timestamp", "publishedDateTime in UTC"),
-        _c("type", "string", "content type"),
-        _c("quality", "int64", "quality score"),
-        _c("provider_id", "string", "references providers"),
-        _c("provider_domain", "string", "provider domain as written in this entry"),
-        _c("provider_name", "string", "provider name as written in this entry"),
-        _c("extra", "string", EXTRA),
+        _f(
+            "web_url",
+            "webUrl",
+            "url",
+            "webUrl as written",
+            "URL of the related article; joins to articles when it is a seed",
+            required=True,
+        ),  # fmt: skip
+        _f("title", "title", "text", "title as written", "title"),
+        _f("excerpt", "excerpt", "text", "excerpt as written", "short summary"),
+        _f(
+            "published_at",
+            "publishedDateTime",
+            "timestamp",
+            "publishedDateTime in UTC",
+            "publication time, RFC 3339 / ISO 8601",
+        ),
+        _f("type", "type", "text", "content type", "content type"),
+        _f("quality", "quality", "int", "quality score", "quality score"),
+        _d("provider_id", "string", "provider_id", "references providers", references=PROVIDERS_REF, hash_id=True),
+        _f(
+            "provider_domain",
+            "provider.domain",
+            "text",
+            "provider domain as written in this entry",
+            "provider's domain, e.g. wsj.com",
+            required=True,
+        ),  # fmt: skip
+        _f(
+            "provider_name",
+            "provider.name",
+            "text",
+            "provider name as written in this entry",
+            "display name of the provider",
+        ),
+        _d("extra", "string", "extra", EXTRA),
     ),
 )
 
@@ -189,15 +351,19 @@ RELATED_ARTICLE_IMAGES = Table(
     parent="related_articles",
     parent_key=("article_id", "related_position"),
     partitioned=True,
+    entry=Entry("related[].images", "object_list", "images of the related article"),
+    sort_key=("article_id", "related_position", "position"),
     columns=(
-        _c("article_id", "string", "references articles", False),
-        _c("related_position", "int32", "position of the related entry (references related_articles)", False),
-        _c("position", "int32", "0-based position in the entry's images list", False),
-        _c("url", "string", "image URL as written"),
-        _c("width", "int64", "width in pixels"),
-        _c("height", "int64", "height in pixels"),
-        _c("is_cached", "bool", "isCached flag"),
-        _c("extra", "string", EXTRA),
+        _d("article_id", "string", "article_id", "references articles", False),
+        _d(
+            "related_position",
+            "int32",
+            "related_position",
+            "position of the related entry (references related_articles)",
+            False,
+        ),
+        _d("position", "int32", "position", "0-based position in the entry's images list", False),
+        *IMAGE_FIELDS,
     ),
 )
 
@@ -210,8 +376,8 @@ PROVIDERS = Table(
         "the name used by the most rows wins; ties go to the alphabetically first name."
     ),
     columns=(
-        _c("provider_id", "string", f"key: {ID} of the lower-cased domain", False),
-        _c("domain", "string", "domain, lower-cased", False),
+        _c("provider_id", "string", f"key: {ID} of the canonical domain", False, hash_id=True),
+        _c("domain", "string", f"canonical domain {HOSTS}", False),
         _c("name", "string", "chosen display name (rule in the table description)"),
         _c("names", "list<string>", "every name seen for this domain, sorted", False),
         _c("article_count", "int64", "articles from this provider", False),
@@ -294,7 +460,12 @@ SOURCE_FILES = Table(
         _c("etag", "string", "object stores: the ETag listed for the object (an unchanged ETag is never fetched)"),
         _c("source_sha256", "string", "SHA-256 of the bytes (NULL when unreadable)"),
         _c("status", "string", "loaded, rejected or duplicate", False),
-        _c("article_id", "string", "article the file produced (also for duplicates: the id it claims)"),
+        _c(
+            "article_id",
+            "string",
+            "article the file produced (also for duplicates: the id it claims)",
+            references=Reference("articles", "article_id", enforced=False, note="when the file is loaded"),
+        ),
         _c("partition", "string", "publication month (YYYY-MM, or 'undated') holding the article's rows"),
         _c("unknown_keys", "list<string>", "frontmatter key paths outside the contract (kept in extra columns)"),
         _c("stage", "string", "for rejected files: stage that refused it"),
