@@ -149,6 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="enqueue",
         help="when a run is due while one is running: queue it (default) or cancel it",
     )
+    srv = sub.add_parser(
+        "server",
+        help="start, stop or check the local Prefect server that runs use when PREFECT_API_URL is not set",
+        description="manage the local Prefect server (127.0.0.1) that `pipeline run` starts and reuses when "
+        "no PREFECT_API_URL is set; status exits 1 when none is running",
+    )
+    srv.add_argument("action", choices=("start", "stop", "status"))
+    srv.add_argument("--port", type=int, help="port for `start` (default 4200, or a free one when it is taken)")
     return parser
 
 
@@ -177,50 +185,83 @@ def _settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
-class _Progress:
-    """A progress line on stderr at most every 2 s (and at the end)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.last = 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if self.enabled and (done == total or now - self.last >= 2):
-            self.last = now
-            print(f"parsed {done:,}/{total:,} files", file=sys.stderr, flush=True)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline import report
     from pipeline.config import load_settings
+    from pipeline.progress import reporter
 
     settings = load_settings(_settings_overrides(args))
-    progress = _Progress(not args.quiet)
+    shown = reporter(args.quiet)
     t0 = time.perf_counter()
-    if args.orchestrator == "none":
-        from pipeline.engine.stages import make_run_id, run_all, utc_now
+    try:
+        if args.orchestrator == "none":
+            from pipeline.engine.stages import make_run_id, run_all, utc_now
 
-        state = run_all(settings, make_run_id(utc_now()), progress=progress)
-        summary = report.run_summary(state)
-    else:
-        from pipeline.orchestration import prefect_env
-
-        prefect_env.apply_defaults(debug=args.debug)
-        if settings.runner == "dask":
-            prefect_env.require_api("--runner dask")
-        from pipeline.orchestration.flow import ingest
-        from pipeline.orchestration.prefect_support import call_flow, wait_for_task_run_records
-
-        os.environ["PIPELINE_PROGRESS"] = "0" if args.quiet else "1"
-        summary = call_flow(ingest, **{k: v for k, v in vars(settings).items() if k in FLOW_PARAMETERS})
-        wait_for_task_run_records(summary["flow_run_id"])
-        total = time.perf_counter() - t0
-        summary["prefect_seconds"] = round(total - (summary["pipeline_seconds"] or 0.0), 3)
+            summary = report.run_summary(run_all(settings, make_run_id(utc_now()), reporter=shown))
+        else:
+            summary = _run_with_prefect(args, settings, shown)
+            summary["prefect_seconds"] = round(time.perf_counter() - t0 - (summary["pipeline_seconds"] or 0.0), 3)
+    finally:
+        shown.close()
     if args.format == "json":
         print(report.to_json(summary))
     else:
         print(report.format_summary(summary))
+    return 0
+
+
+def _run_with_prefect(args: argparse.Namespace, settings: Any, shown: Any) -> dict[str, Any]:
+    """The flow `ingest` in this process, recorded by the configured Prefect API or the local server."""
+    from pipeline.orchestration import prefect_env
+
+    prefect_env.apply_defaults(debug=args.debug)
+    api = prefect_env.configured_api()
+    if api is None and prefect_env.local_server_wanted():
+        from pipeline.orchestration import server
+
+        local, started = server.start()
+        api = local.api_url
+        if started:
+            print(
+                f"pipeline: started a local Prefect server for this and later runs: {local.url} "
+                "(stop it with `pipeline server stop`)",
+                file=sys.stderr,
+            )
+    if settings.runner == "dask" and api is None:
+        prefect_env.require_api("--runner dask")
+    from pipeline.orchestration import flow
+    from pipeline.orchestration.prefect_support import call_flow
+
+    token = flow.console.set(shown)
+    try:
+        with prefect_env.using_api(api):
+            summary: dict[str, Any] = call_flow(
+                flow.ingest, **{k: v for k, v in vars(settings).items() if k in FLOW_PARAMETERS}
+            )
+    finally:
+        flow.console.reset(token)
+    summary["prefect_api_url"] = api
+    summary["flow_run_url"] = prefect_env.flow_run_url(api, summary["flow_run_id"])
+    return summary
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from pipeline.orchestration import server
+
+    if args.action == "start":
+        running, started = server.start(port=args.port)
+        what = "started" if started else "already running"
+        print(f"Prefect server {what}: {running.url} (API {running.api_url}; pid {running.pid}, home {running.home})")
+        return 0
+    if args.action == "stop":
+        stopped = server.stop()
+        print(f"stopped the Prefect server at {stopped.url}" if stopped else "no local Prefect server was running")
+        return 0
+    current = server.status()
+    if current is None:
+        print(f"no local Prefect server is running (home {server.home()})")
+        return 1
+    print(f"Prefect server running: {current.url} (API {current.api_url}; pid {current.pid}, home {current.home})")
     return 0
 
 
@@ -335,6 +376,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "catalog": cmd_catalog,
     "docs": cmd_docs,
     "serve": cmd_serve,
+    "server": cmd_server,
 }
 
 

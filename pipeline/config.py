@@ -97,6 +97,13 @@ _ENV: dict[str, tuple[str, Any]] = {
 }
 
 
+# PIPELINE_* variables that are not settings of a run (documented in the README).
+OTHER_VARIABLES = {
+    "PIPELINE_SERVER_HOME": "folder of the local Prefect server (database, log, state)",
+    "PIPELINE_LOCAL_SERVER": "0 to use Prefect's temporary server instead of the local one",
+}
+
+
 def environment_warning(environ: dict[str, str] | None = None) -> str | None:
     """One line naming every PIPELINE_* variable that changes a default (or is not a setting at all).
 
@@ -108,7 +115,7 @@ def environment_warning(environ: dict[str, str] | None = None) -> str | None:
     changed, unknown = [], []
     for var in sorted(k for k in env if k.startswith("PIPELINE_") and not k.startswith("PIPELINE_FAULT_")):
         if var not in _ENV:
-            if var != "PIPELINE_PROGRESS":  # set by the CLI for its own flow process
+            if var not in OTHER_VARIABLES:
                 unknown.append(var)
             continue
         name, parse = _ENV[var]

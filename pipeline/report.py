@@ -46,6 +46,10 @@ def format_summary(summary: dict[str, Any]) -> str:
     if summary.get("prefect_seconds") is not None:
         timing += f", Prefect overhead {summary['prefect_seconds']}s"
     lines.append(timing)
+    if summary.get("flow_run_url"):
+        lines.append(f"  Prefect: {summary['flow_run_url']}")
+    elif summary.get("prefect_api_url"):
+        lines.append(f"  Prefect: flow run {summary['flow_run_id']} at {summary['prefect_api_url']}")
     if f["rejected"] or f["duplicate"]:
         lines.append('  see rejects: pipeline query "select source_path, reason, message from rejects"')
     return "\n".join(lines)

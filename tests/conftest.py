@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,30 @@ DOCUMENT_TABLES = ("articles", "article_topics", "article_images", "related_arti
 CONTENT_TABLES = (*DOCUMENT_TABLES, "providers", "rejects", "source_files", "unknown_keys")
 
 
+# Runs without PREFECT_API_URL start (or reuse) the local Prefect server: the session keeps it here
+# and stops it at the end (see `local_prefect_server`).
+SERVER_HOME = Path(tempfile.mkdtemp(prefix="pipeline-test-server-"))
+
+
 def cli_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
+    env["PIPELINE_SERVER_HOME"] = str(SERVER_HOME)
     env.update(extra)
     return env
+
+
+@pytest.fixture(scope="session", autouse=True)
+def local_prefect_server() -> Iterator[Path]:
+    """Stop the local Prefect server that CLI runs may have started, and check nothing of it is left."""
+    from pipeline.orchestration import server
+
+    yield SERVER_HOME
+    stopped = server.stop(SERVER_HOME)
+    if stopped is not None:
+        import psutil
+
+        assert not psutil.pid_exists(stopped.pid) or psutil.Process(stopped.pid).status() == psutil.STATUS_ZOMBIE
+    shutil.rmtree(SERVER_HOME, ignore_errors=True)
 
 
 def run_cli(

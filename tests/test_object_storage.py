@@ -180,7 +180,7 @@ def _keys(s3: MotoServer, bucket: str) -> set[str]:
 def test_dask_without_a_prefect_server_is_one_line(s3: MotoServer, tmp_path: Path) -> None:
     proc = run_cli(
         "run", "--seeds", str(SEEDS), "--warehouse", str(tmp_path / "w"), "--runner", "dask",
-        env=cli_env(PREFECT_API_URL="", PREFECT_HOME=str(tmp_path / "home")), check=False,
+        env=cli_env(PREFECT_API_URL="", PREFECT_HOME=str(tmp_path / "home"), PIPELINE_LOCAL_SERVER="0"), check=False,
     )  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "needs a Prefect server" in proc.stderr, proc.stderr

@@ -149,19 +149,22 @@ def test_prefect_yaml_deploys_and_runs_on_a_process_worker(server: PrefectServer
     (ENQUEUE). A run of it with this test's folders as parameters, picked up by
     `prefect worker start --pool seed-pipeline --run-once`, completes and loads the warehouse.
     """
-    env = server.client_env(PWD=str(REPO))  # prefect.yaml's working directory is "{{ $PWD }}", the shell's PWD
+    env = server.client_env()
     before = sorted(os.listdir(REPO))
+    elsewhere = seeds.parent / "elsewhere"  # deploy and work from a folder that is not the checkout
+    elsewhere.mkdir()
 
     def prefect(*args: str) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            [PREFECT, *args], cwd=REPO, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120
-        )
+            [PREFECT, *args], cwd=elsewhere, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            timeout=120,
+        )  # fmt: skip
         assert proc.returncode == 0, f"prefect {' '.join(args)}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
         assert "Traceback" not in proc.stdout + proc.stderr
         return proc
 
     prefect("work-pool", "create", "seed-pipeline", "--type", "process")
-    out = prefect("--no-prompt", "deploy", "--all").stdout
+    out = prefect("--no-prompt", "deploy", "--all", "--prefect-file", str(REPO / "prefect.yaml")).stdout
     assert "Deployment 'ingest/scheduled' successfully created" in " ".join(out.split()), out
     assert sorted(os.listdir(REPO)) == before  # deploying writes nothing into the checkout
 
@@ -175,9 +178,9 @@ def test_prefect_yaml_deploys_and_runs_on_a_process_worker(server: PrefectServer
     assert deployment.global_concurrency_limit.limit == 1
     assert deployment.concurrency_options.collision_strategy.value == "ENQUEUE"
     assert deployment.work_pool_name == "seed-pipeline"
-    assert deployment.entrypoint == "pipeline/orchestration/flow.py:ingest"
+    assert deployment.entrypoint == "pipeline.orchestration.flow:ingest"  # the installed package, not a path
     assert deployment.parameters == {"seeds": "seeds", "warehouse": "warehouse"}
-    assert deployment.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
+    assert not deployment.pull_steps  # nothing depends on the folder `prefect deploy` ran in
 
     with server.client() as client:
         flow_run = client.create_flow_run_from_deployment(
@@ -185,7 +188,7 @@ def test_prefect_yaml_deploys_and_runs_on_a_process_worker(server: PrefectServer
         )
     worker = subprocess.Popen(
         [PREFECT, "worker", "start", "--pool", "seed-pipeline", "--run-once"],
-        cwd=REPO,
+        cwd=elsewhere,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

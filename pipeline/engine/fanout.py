@@ -8,15 +8,17 @@ implements the same interface, so this package never imports Prefect.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from pipeline.engine.parse import BatchResult, BatchSpec, IsolatingPool, isolated_batch
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.warehouse.merge import MergeSpec, merge_group
 
 Progress = Callable[[int], None]
+NO_WORKERS_TIMEOUT = 60.0  # seconds a Dask cluster may have no worker before the run gives up
 Written = list[tuple[str, int]]
 
 
@@ -101,14 +103,33 @@ class DaskFanout:
             return self.client.submit(isolated_batch, spec, pure=False)
 
         for spec, fut in bounded_as_completed(submit, specs, self.in_flight, wait_any):
-            result: BatchResult = fut.result()
+            result: BatchResult = self._result(fut)
             if on_done:
                 on_done(len(spec.jobs))
             yield result
 
     def merge(self, specs: list[MergeSpec]) -> list[Written]:
         futures = [self.client.submit(merge_group, s, pure=False) for s in specs]
-        return [f.result() for f in futures]
+        return [self._result(f) for f in futures]
+
+    def _result(self, fut: Any) -> Any:
+        """A task's result; fails (instead of waiting forever) when the cluster has had no worker for a while."""
+        from distributed import TimeoutError as DaskTimeout
+
+        alone_since: float | None = None
+        while True:
+            try:
+                return fut.result(timeout=5)
+            except DaskTimeout:
+                if self.client.scheduler_info().get("workers"):
+                    alone_since = None
+                    continue
+                alone_since = alone_since or time.monotonic()
+                if time.monotonic() - alone_since > NO_WORKERS_TIMEOUT:
+                    raise PipelineError(
+                        f"the Dask cluster has had no worker for {NO_WORKERS_TIMEOUT:.0f} s "
+                        "(workers that die at start-up: check their logs); nothing was published"
+                    ) from None
 
     def close(self) -> None:
         self.client.close()

@@ -25,6 +25,7 @@ from pipeline.config import Settings
 from pipeline.engine.fanout import Fanout, local_or_dask
 from pipeline.engine.parse import BatchResult, BatchSpec, Job, Outcome, batch_size
 from pipeline.errors import ChecksFailed, ConfigError, PipelineError
+from pipeline.progress import Reporter
 from pipeline.read.discover import discover
 from pipeline.read.problems import duplicate_identity, path_order
 from pipeline.storage.location import Location, transient
@@ -33,7 +34,6 @@ from pipeline.warehouse.catalog import show
 from pipeline.warehouse.commits import Snapshot, WriterLock
 
 Clock = Callable[[], datetime]
-Progress = Callable[[int, int], None]
 OUTCOME_CHUNK = 20_000  # parsed outcomes are compacted into Arrow in chunks of this size
 
 
@@ -129,7 +129,7 @@ class Services:
     fanout: Fanout
     lock: WriterLock
     clock: Clock = utc_now
-    progress: Progress | None = None
+    reporter: Reporter = field(default_factory=Reporter)
 
 
 # --- open and close ----------------------------------------------------------------------------
@@ -275,8 +275,7 @@ def _parse_table(ctx: RunContext, to_read: pa.Table, services: Services, first_b
         def tick(n: int) -> None:
             nonlocal done
             done += n
-            if services.progress:
-                services.progress(done, total)
+            services.reporter.parsed(done, total)
 
         result: BatchResult
         for result in services.fanout.parse(_specs(ctx, to_read, size, first_batch), tick):
@@ -522,24 +521,49 @@ def run_stage(stage: Stage, state: State, services: Services) -> State:
             if not transient(exc) or attempt == stage.retries:
                 raise
             time.sleep(2)
-    raise AssertionError("unreachable")
+    raise PipelineError(f"stage {stage.name} neither returned nor failed")  # the loop always returns or raises
+
+
+def describe(stage: str, state: State) -> str:
+    """What a finished stage did, in a few words (progress lines, logs)."""
+    if stage == "plan" and state.plan is not None:
+        n = state.plan.counts
+        return f"{n['files_seen']:,} files seen, {state.plan.to_read.num_rows:,} to read"
+    if stage == "parse" and state.parsed is not None:
+        return f"{state.parsed.outcomes.num_rows:,} files read"
+    if stage == "resolve" and state.resolved is not None:
+        return f"{len(state.resolved.touched):,} months to rewrite"
+    if stage == "build" and state.built is not None:
+        return f"{state.built.rows.get('articles', 0):,} articles"
+    if stage == "publish" and state.snapshot is not None:
+        return f"snapshot {state.snapshot.id} (version {state.snapshot.version})"
+    return ""
+
+
+def run_reported(stage: Stage, state: State, services: Services) -> State:
+    """``run_stage`` between the reporter's start and finish lines."""
+    services.reporter.stage_started(stage.name)
+    t0 = time.perf_counter()
+    state = run_stage(stage, state, services)
+    services.reporter.stage_finished(stage.name, time.perf_counter() - t0, describe(stage.name, state))
+    return state
 
 
 def run_all(
     settings: Settings,
     run_id: str,
     clock: Clock = utc_now,
-    progress: Progress | None = None,
+    reporter: Reporter | None = None,
     fanout: Fanout | None = None,
 ) -> State:
     """Every stage in order, without an orchestrator (``--orchestrator none``, tests, benchmarks, library use)."""
     ctx, lock = open_run(settings, run_id, clock)
     engine = fanout or local_or_dask(ctx.settings.runner, ctx.settings.workers, ctx.settings.dask_address)
-    services = Services(engine, lock, clock, progress)
+    services = Services(engine, lock, clock, reporter or Reporter())
     state = State(ctx)
     try:
         for stage in STAGES:
-            state = run_stage(stage, state, services)
+            state = run_reported(stage, state, services)
     except BaseException as exc:
         record_failure(ctx, exc, clock)
         raise

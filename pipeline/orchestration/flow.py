@@ -17,9 +17,9 @@ from pipeline.orchestration import prefect_env
 prefect_env.apply_defaults()
 
 import os  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Iterable, Iterator  # noqa: E402
+from contextvars import ContextVar  # noqa: E402
 from typing import Any  # noqa: E402
 
 from prefect import flow, get_run_logger, task  # noqa: E402
@@ -33,6 +33,7 @@ from pipeline.engine import stages  # noqa: E402
 from pipeline.engine.fanout import Fanout, LocalFanout, Progress, Written  # noqa: E402
 from pipeline.engine.parse import BatchResult, BatchSpec, isolated_batch  # noqa: E402
 from pipeline.engine.stages import STAGES, Services, Stage, State  # noqa: E402
+from pipeline.progress import PLAIN_EVERY, Reporter  # noqa: E402
 from pipeline.report import rejects_markdown, run_summary, summary_markdown  # noqa: E402
 from pipeline.storage.location import transient  # noqa: E402
 from pipeline.warehouse.merge import MergeSpec, merge_group  # noqa: E402
@@ -105,6 +106,7 @@ class PrefectFanout:
     def __init__(self, runner: Any, in_flight: int) -> None:
         self.runner = runner
         self.in_flight = max(2, in_flight)
+        self.submitted = 0  # task runs this fan-out created
 
     def parse(self, specs: Iterable[BatchSpec], on_done: Progress | None = None) -> Iterator[BatchResult]:
         source = iter(specs)
@@ -115,6 +117,7 @@ class PrefectFanout:
                 if spec is None:
                     break
                 pending[self.runner.submit(parse_batch, {"spec": spec})] = spec
+                self.submitted += 1
             if not pending:
                 return
             fut = next(as_completed(list(pending)))
@@ -126,38 +129,49 @@ class PrefectFanout:
 
     def merge(self, specs: list[MergeSpec]) -> list[Written]:
         futures = [self.runner.submit(merge_months, {"spec": s}) for s in specs]
+        self.submitted += len(futures)
         return [f.result(raise_on_failure=True) for f in futures]
 
     def close(self) -> None:
         pass
 
 
-def _progress() -> stages.Progress:
-    logger = get_run_logger()
-    last = [0.0]
-    to_terminal = os.environ.get("PIPELINE_PROGRESS") == "1"
+# The CLI's terminal reporter (a progress bar or plain lines) when it calls the flow in its own process.
+console: ContextVar[Reporter | None] = ContextVar("pipeline_console_reporter", default=None)
 
-    def progress(done: int, total: int) -> None:
+
+class RunLogReporter(Reporter):
+    """Progress into the flow run's log (the Prefect UI), and on to the console reporter if there is one."""
+
+    def __init__(self, forward: Reporter) -> None:
+        self.logger = get_run_logger()
+        self.forward = forward
+        self.last = 0.0
+
+    def stage_started(self, name: str) -> None:
+        self.forward.stage_started(name)
+
+    def parsed(self, done: int, total: int) -> None:
         now = time.monotonic()
-        if done == total or now - last[0] >= 5:
-            last[0] = now
-            logger.info("parsed %d/%d files", done, total)
-            if to_terminal:
-                print(f"parsed {done:,}/{total:,} files", file=sys.stderr, flush=True)
+        if done == total or now - self.last >= PLAIN_EVERY:
+            self.last = now
+            self.logger.info("parsed %d/%d files", done, total)
+        self.forward.parsed(done, total)
 
-    return progress
+    def stage_finished(self, name: str, seconds: float, detail: str = "") -> None:
+        self.logger.info("%s done in %.1f s%s", name, seconds, f": {detail}" if detail else "")
+        self.forward.stage_finished(name, seconds, detail)
 
 
 def _run_stages(ctx: stages.RunContext, services: Services) -> State:
     box = [State(ctx)]
     _LIVE[ctx.run_id] = (box, services)
-    logger = get_run_logger()
     try:
         for stage in STAGES:
+            services.reporter.stage_started(stage.name)
+            t0 = time.perf_counter()
             STAGE_TASKS[stage.name](ctx.run_id)
-            if stage.name == "plan":
-                planned = box[0].need("plan")
-                logger.info("%d files seen, %d to read", planned.counts["files_seen"], planned.to_read.num_rows)
+            services.reporter.stage_finished(stage.name, time.perf_counter() - t0, stages.describe(stage.name, box[0]))
         return box[0]
     finally:
         del _LIVE[ctx.run_id]
@@ -218,7 +232,7 @@ def ingest(
             fanout = PrefectFanout(dask_runner, 2 * settings.workers)
         else:
             fanout = LocalFanout(settings.workers)
-        state = _run_stages(ctx, Services(fanout, lock, progress=_progress()))
+        state = _run_stages(ctx, Services(fanout, lock, reporter=RunLogReporter(console.get() or Reporter())))
     except BaseException as exc:
         stages.record_failure(ctx, exc)
         raise
@@ -232,6 +246,7 @@ def ingest(
             stages.close_run(ctx, lock)
     summary = run_summary(state)
     summary["flow_run_id"] = str(flow_run.get_id())
+    summary["task_runs"] = len(STAGES) + (fanout.submitted if isinstance(fanout, PrefectFanout) else 0)
     _artifacts(state, summary)
     get_run_logger().info(
         "published %s: %d loaded, %d rejected, %d duplicates",

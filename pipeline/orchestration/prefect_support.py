@@ -14,15 +14,34 @@ from uuid import UUID
 
 
 def call_flow(fn: Callable[..., Any], **params: Any) -> Any:
-    """Call a flow with the run heartbeat off (it only delays the end of a one-shot run by ~1 s)."""
+    """Call a flow and wait until its task runs are recorded, also when it fails (a failed task must show).
+
+    The run heartbeat is off (it only delays the end of a one-shot run by ~1 s). Returns the flow's
+    result, or raises the exception that failed it.
+    """
     from prefect.settings import temporary_settings
 
     with temporary_settings(updates={"flows.heartbeat_frequency": None}):
-        return fn(**params)
+        state = fn(**params, return_state=True)
+    flow_run_id = str(state.state_details.flow_run_id)
+    try:
+        result = state.result()  # raises what failed the flow
+    except BaseException:
+        wait_for_task_run_records(flow_run_id)
+        raise
+    expected = result.get("task_runs") if isinstance(result, dict) else None
+    wait_for_task_run_records(flow_run_id, expected=expected)
+    return result
 
 
-def wait_for_task_run_records(flow_run_id: str, timeout: float = 30.0, settle: float = 0.5) -> int:
-    """Block until the flow run's task runs are all recorded in a final state; returns their count."""
+def wait_for_task_run_records(
+    flow_run_id: str, expected: int | None = None, timeout: float = 30.0, settle: float = 0.5
+) -> int:
+    """Block until the flow run's task runs are recorded in a final state; returns their count.
+
+    With ``expected`` (the flow knows how many tasks it ran) it returns as soon as that many are
+    final; otherwise it waits until the count has been stable for ``settle`` seconds.
+    """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.events.worker import EventsWorker
@@ -44,8 +63,11 @@ def wait_for_task_run_records(flow_run_id: str, timeout: float = 30.0, settle: f
             done = all(r.state is not None and r.state.is_final() for r in runs)
             if len(runs) != last:
                 last, stable_since = len(runs), time.monotonic()
-            if done and runs and time.monotonic() - stable_since >= settle:
-                return len(runs)
+            if done and runs:
+                if expected is not None and len(runs) >= expected:
+                    return len(runs)
+                if expected is None and time.monotonic() - stable_since >= settle:
+                    return len(runs)
             if time.monotonic() > deadline:
                 return len(runs)
-            time.sleep(0.2)
+            time.sleep(0.05 if expected is not None else 0.2)

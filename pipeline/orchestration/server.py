@@ -40,7 +40,7 @@ SERVER_ENV = {
     # Task-run states arrive as events; persist them promptly (defaults: batch 1, flush every 5 s).
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE": "100",
-    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "0.5",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",  # an integer: 0.5 becomes int(0.5) = 0 upstream, a busy loop that burns a core
 }
 
 
