@@ -45,3 +45,14 @@ def test_flow_tasks_are_the_engine_stages() -> None:
 
     assert [t.name for t in STAGE_TASKS.values()] == [s.name for s in STAGES]
     assert [s.name for s in STAGES] == ["plan", "parse", "resolve", "build", "check", "publish"]
+
+
+def test_what_prefect_ships_to_dask_workers_pickles() -> None:
+    """Prefect pickles the flow and the submitting task (with what their code names) into every task it
+    submits to Dask: live objects reachable from them (a lock, a ContextVar, a pool) break --runner dask."""
+    import cloudpickle
+
+    from pipeline.orchestration import flow
+
+    for obj in (flow.ingest, *flow.STAGE_TASKS.values(), flow.parse_batch, flow.merge_months):
+        cloudpickle.dumps(obj)

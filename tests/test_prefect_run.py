@@ -94,7 +94,8 @@ def test_run_shows_in_prefect_with_tasks_logs_and_artifacts(
     logs = wait_until(published, 15, interval=0.3, what="the 'published' log line")
     messages = [log.message for log in logs]
     assert f"published {summary['snapshot_id']}: 15 loaded, 0 rejected, 0 duplicates" in messages, messages
-    assert "15 files seen, 15 to read" in messages, messages
+    assert any(m.startswith("plan done in ") and m.endswith(": 15 files seen, 15 to read") for m in messages), messages
+    assert "parsed 15/15 files" in messages, messages  # progress reaches the UI too
     assert all(log.level < 40 for log in logs), [(log.level, log.message) for log in logs]
 
     with server.client() as client:

@@ -140,6 +140,12 @@ class PrefectFanout:
 console: ContextVar[Reporter | None] = ContextVar("pipeline_console_reporter", default=None)
 
 
+def _console() -> Reporter:
+    """The console reporter (a function, so the flow's code reaches the ContextVar by reference:
+    Prefect pickles the flow, with what its code names, into every task it submits to Dask)."""
+    return console.get() or Reporter()
+
+
 class RunLogReporter(Reporter):
     """Progress into the flow run's log (the Prefect UI), and on to the console reporter if there is one."""
 
@@ -232,7 +238,7 @@ def ingest(
             fanout = PrefectFanout(dask_runner, 2 * settings.workers)
         else:
             fanout = LocalFanout(settings.workers)
-        state = _run_stages(ctx, Services(fanout, lock, reporter=RunLogReporter(console.get() or Reporter())))
+        state = _run_stages(ctx, Services(fanout, lock, reporter=RunLogReporter(_console())))
     except BaseException as exc:
         stages.record_failure(ctx, exc)
         raise
