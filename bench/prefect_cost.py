@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import tempfile
@@ -112,8 +113,10 @@ def render(results: dict[str, Any], n: int, repeat: int, facts: dict[str, Any]) 
     lines = [
         f"# What Prefect costs a run ({n:,} documents, medians of {repeat})",
         "",
-        f"Machine: {facts.get('cpu_count')} cores, load average {facts.get('loadavg')}; "
-        f"Prefect {facts.get('versions', {}).get('prefect', '?')}.",
+        f"Machine: {facts.get('cpu')}, {facts.get('usable_cores')} usable cores; load average at start "
+        f"{', '.join(f'{x:.2f}' for x in facts.get('load_average_start', ()))}, at end "
+        f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}; Prefect {facts.get('versions', {}).get('prefect', '?')}; "
+        f"commit {facts.get('commit')}.",
         "",
         "| | full load wall (s) | full load pipeline work (s) | work vs none | no-op rerun wall (s) | no-op work (s) |",
         "|---|---:|---:|---:|---:|---:|",

@@ -236,7 +236,7 @@ def _run_with_prefect(args: argparse.Namespace, settings: Any, shown: Any) -> di
     try:
         with prefect_env.using_api(api):
             summary: dict[str, Any] = call_flow(
-                flow.ingest, **{k: v for k, v in vars(settings).items() if k in FLOW_PARAMETERS}
+                flow.ingest, api is None, **{k: v for k, v in vars(settings).items() if k in FLOW_PARAMETERS}
             )
     finally:
         flow.console.reset(token)

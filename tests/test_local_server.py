@@ -18,7 +18,7 @@ import pytest
 from pipeline.engine.stages import STAGES
 
 from .conftest import REPO, cli_env, run_cli
-from .prefect_server import task_name
+from .prefect_server import task_name, wait_until
 
 pytestmark = pytest.mark.server
 STARTED = "pipeline: started a local Prefect server"
@@ -38,14 +38,21 @@ def state(home: Path) -> dict[str, Any]:
 
 
 def flow_run_tasks(api_url: str, flow_run_id: str) -> list[str]:
+    """Names of the flow run's completed task runs, once all six are recorded (the server writes them
+    from events, within about a second)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.settings import temporary_settings
 
-    with temporary_settings(updates={"api.url": api_url}), get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-        assert client.read_flow_run(flow_run_id).state_type.value == "COMPLETED"
-    return sorted(task_name(r) for r in runs if r.state is not None and r.state.is_completed())
+    def completed() -> list[str] | None:
+        with temporary_settings(updates={"api.url": api_url}), get_client(sync_client=True) as client:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            assert client.read_flow_run(flow_run_id).state_type.value == "COMPLETED"
+        names = sorted(task_name(r) for r in runs if r.state is not None and r.state.is_completed())
+        return names if len(names) >= len(STAGES) else None
+
+    found: list[str] = wait_until(completed, 20, interval=0.2, what=f"task runs of flow run {flow_run_id}")
+    return found
 
 
 def gone(pid: int) -> bool:

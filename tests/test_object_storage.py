@@ -157,11 +157,17 @@ def test_s3_to_s3_on_dask_through_prefect_matches_a_local_load(
     after = _keys(s3, bucket)
     assert {k for k in after - before if not k.startswith("wh-dask/")} == set()
 
-    # Parse batches and merges ran as Prefect tasks (on the cluster), next to the six stages.
-    with prefect_server.client() as client:
-        from .prefect_server import task_name, task_runs
+    # Parse batches and merges ran as Prefect tasks (on the cluster), next to the six stages; the
+    # server records them from events, all of them within a few seconds.
+    from .prefect_server import task_name, task_runs, wait_until
 
-        names = [task_name(t) for t in task_runs(client, summary["flow_run_id"])]
+    def recorded() -> list[str] | None:
+        with prefect_server.client() as client:
+            runs = task_runs(client, summary["flow_run_id"])
+        done = [task_name(t) for t in runs if t.state is not None and t.state.is_final()]
+        return done if len(done) >= summary["task_runs"] else None
+
+    names = wait_until(recorded, 30, interval=0.3, what="the dask run's task runs")
     assert {n for n in names if n not in ("parse-batch", "merge")} == {
         "plan",
         "parse",

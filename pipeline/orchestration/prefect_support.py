@@ -13,12 +13,16 @@ from typing import Any
 from uuid import UUID
 
 
-def call_flow(fn: Callable[..., Any], **params: Any) -> Any:
-    """Call a flow and wait until its task runs are recorded, also when it fails (a failed task must show).
+def call_flow(fn: Callable[..., Any], temporary_server: bool, **params: Any) -> Any:
+    """Call a flow and make sure its task runs get recorded, also when it fails (a failed task must show).
 
-    The run heartbeat is off (it only delays the end of a one-shot run by ~1 s). Returns the flow's
-    result, or raises the exception that failed it.
+    Task-run states travel as events. A server that outlives this process (the local server, or
+    any PREFECT_API_URL) records them once it has them, so draining this process's events is
+    enough. Prefect's temporary server stops with this process: there we wait until the records
+    are written. The run heartbeat is off (it only delays the end of a one-shot run by ~1 s).
+    Returns the flow's result, or raises the exception that failed it.
     """
+    from prefect.events.worker import EventsWorker
     from prefect.settings import temporary_settings
 
     with temporary_settings(updates={"flows.heartbeat_frequency": None}):
@@ -27,10 +31,16 @@ def call_flow(fn: Callable[..., Any], **params: Any) -> Any:
     try:
         result = state.result()  # raises what failed the flow
     except BaseException:
-        wait_for_task_run_records(flow_run_id)
+        if temporary_server:
+            wait_for_task_run_records(flow_run_id)
+        else:
+            EventsWorker.drain_all(timeout=30)
         raise
-    expected = result.get("task_runs") if isinstance(result, dict) else None
-    wait_for_task_run_records(flow_run_id, expected=expected)
+    if temporary_server:
+        expected = result.get("task_runs") if isinstance(result, dict) else None
+        wait_for_task_run_records(flow_run_id, expected=expected)
+    else:
+        EventsWorker.drain_all(timeout=30)
     return result
 
 

@@ -146,6 +146,11 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
+def _lower_priority() -> None:
+    """The server records runs; it must not take CPU from the runs it records (nice 10)."""
+    os.nice(10)
+
+
 def start(where: Path | None = None, port: int | None = None) -> tuple[Server, bool]:
     """The running server, starting one if there is none: (server, True when this call started it)."""
     where = where or home()
@@ -170,6 +175,7 @@ def start(where: Path | None = None, port: int | None = None) -> tuple[Server, b
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: it outlives this run, `stop` takes it all down
+                preexec_fn=_lower_priority,
             )
         server = Server(proc.pid, chosen, str(where), time.time())
         deadline = time.monotonic() + START_TIMEOUT
