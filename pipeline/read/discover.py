@@ -14,13 +14,15 @@ A folder (or prefix) that cannot be listed is reported as *unlisted*, never read
 
 from __future__ import annotations
 
+import fnmatch
+import functools
 import os
+import re
 import stat
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from typing import NamedTuple, TypeVar
 
 from pipeline import faults
@@ -57,11 +59,21 @@ class Discovery:
 
 def _display(name: str) -> str:
     """File names that are not valid UTF-8 are shown with backslash escapes."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    try:
+        name.encode("utf-8")
+        return name  # the usual case: nothing to escape
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+@functools.lru_cache(maxsize=16)
+def _matcher(patterns: tuple[str, ...]) -> Callable[[str], re.Match[str] | None]:
+    """One compiled regex for all patterns, case-sensitive like ``fnmatchcase``."""
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)).match
 
 
 def _matches(name: str, patterns: tuple[str, ...]) -> bool:
-    return any(fnmatchcase(name, p) for p in patterns)
+    return _matcher(patterns)(name) is not None
 
 
 def discover(root: Location, patterns: tuple[str, ...]) -> Discovery:
@@ -104,24 +116,36 @@ def _discover_local(root: str, patterns: tuple[str, ...]) -> Discovery:
                 raise  # the seeds folder itself: the run fails (and is retried), nothing is deleted
             out.unlisted.append(_unlisted(prefix, exc))
             continue
+        match, found = _matcher(patterns), out.found
         for entry in entries:
             name = entry.name
-            if name.startswith("."):
+            if name[0] == ".":
                 continue
-            rel = f"{prefix}{name}"
+            rel = prefix + name
             try:
                 is_dir = entry.is_dir(follow_symlinks=False)
             except OSError:
                 is_dir = False
             if is_dir:
                 stack.append((f"{rel}/", entry.path))
-            elif _matches(name, patterns):
-                item = _classify(entry, rel, real_root)
+            elif match(name) is not None:
+                item = _regular(entry, rel) or _classify(entry, rel, real_root)
                 if isinstance(item, Found):
-                    out.found.append(item)
+                    found.append(item)
                 else:
                     out.refused.append(item)
     return out
+
+
+def _regular(entry: os.DirEntry[str], rel: str) -> Found | None:
+    """The common case, fast: a regular file (not a link) with a UTF-8 name; None for anything else."""
+    if entry.is_symlink() or not rel.isascii() and _display(rel) != rel:
+        return None
+    try:
+        st = entry.stat(follow_symlinks=False)
+    except OSError:
+        return None
+    return Found(rel, st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
 
 
 def _classify(entry: os.DirEntry[str], rel: str, real_root: str) -> Found | Refused:

@@ -88,14 +88,13 @@ def month_of(ts: datetime | None) -> str:
     return UNDATED if ts is None else f"{ts.year:04d}-{ts.month:02d}"
 
 
-def _extra(entry: dict[str, Any]) -> str | None:
-    """Unknown keys of this entry and of its nested mappings (provider), as canonical JSON."""
-    extra = dict(entry.get("__extra__") or {})
-    for key, value in entry.items():
-        if isinstance(value, dict) and value.get("__extra__"):
-            extra[key] = dict(value["__extra__"])
-    if not extra:
+def _extra(entry: dict[str, Any], nested: tuple[str, ...] = ()) -> str | None:
+    """Unknown keys of this entry and of its nested mappings (``nested``: provider), as canonical JSON."""
+    own = entry.get("__extra__")
+    inner = {key: entry[key]["__extra__"] for key in nested if entry.get(key) and entry[key].get("__extra__")}
+    if not own and not inner:
         return None
+    extra = {**(own or {}), **inner}
     return json.dumps(extra, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
@@ -135,7 +134,7 @@ def _field_expr(path: str, entry: str) -> str:
     return expr
 
 
-def _derived_expr(name: str, entry: str, indices: list[str]) -> str:
+def _derived_expr(name: str, entry: str, indices: list[str], nested: tuple[str, ...]) -> str:
     exprs = {
         "article_id": "aid",
         "position": indices[-1] if indices else "None",
@@ -143,7 +142,7 @@ def _derived_expr(name: str, entry: str, indices: list[str]) -> str:
         "related_article_id": f"_article_id({entry}['webUrl'])",
         "provider_id": f"_provider_id({entry})",
         "body": "(body or None)",
-        "extra": f"_extra({entry})",
+        "extra": f"_extra({entry}, {nested!r})",
         "source_path": "source_path",
         "source_sha256": "source_sha256",
         "run_id": "run_id",
@@ -171,7 +170,7 @@ def _table_source(table: schema.Table) -> str:
         if col.field is not None:
             values.append(_field_expr(col.field.path, entry))
         elif col.derived is not None:
-            values.append(_derived_expr(col.derived, entry, indices))
+            values.append(_derived_expr(col.derived, entry, indices, tuple(k for k, _ in table.entry.objects)))
         else:
             raise ValueError(f"{table.name}.{col.name} declares neither a field nor a derivation")
     row = "(" + ", ".join(values) + ",)"

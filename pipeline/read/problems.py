@@ -63,6 +63,7 @@ REASONS: dict[str, Reason] = {
         Reason("yaml_key", "yaml", "use plain text keys"),
         Reason("duplicate_key", "yaml", "keep one of the two keys"),
         Reason("nesting_too_deep", "yaml", "flatten the frontmatter (real seeds nest 4 levels)"),
+        Reason("flow_question_mark", "yaml", "quote the value that starts with '?' inside [...] or {...}"),
         Reason(
             "parser_crash",
             "yaml",

@@ -142,6 +142,34 @@ class _Builder:
         return out
 
 
+# A '?' right after '[', '{' or ',' (spaces allowed) and before a character a plain scalar may start with.
+_FLOW_QUESTION = re.compile(r"[\[{,]\s*\?[^\s,\[\]{}]")
+_NOT_PLAIN_START = " \t\r\n,[]{}"
+
+
+def flow_question_at(text: str) -> Any:
+    """Mark of a '?x' in a flow collection, or None.
+
+    YAML reads ``[?x]`` as the text '?x' (a plain scalar may start with '?' followed by a safe
+    character); libyaml reads it as an explicit key, ``[{x: null}]``, and ``{ ?foo: bar }`` as
+    ``{foo: bar}``: a silent change, so such a document is refused. ``[? x]`` (with a space) is an
+    explicit key to both, and a quoted '?x' is text to both.
+    """
+    if ("[" not in text and "{" not in text) or not _FLOW_QUESTION.search(text):
+        return None  # no flow collection (most seeds), or no '?' that starts an entry in one
+    depth = 0
+    for token in yaml.scan(text, Loader=yaml.CSafeLoader):
+        if isinstance(token, (yaml.FlowSequenceStartToken, yaml.FlowMappingStartToken)):
+            depth += 1
+        elif isinstance(token, (yaml.FlowSequenceEndToken, yaml.FlowMappingEndToken)):
+            depth -= 1
+        elif isinstance(token, yaml.KeyToken) and depth > 0:
+            i = token.start_mark.index
+            if text[i] == "?" and i + 1 < len(text) and text[i + 1] not in _NOT_PLAIN_START:
+                return token.start_mark
+    return None
+
+
 def load_strict(text: str, line_offset: int = 0) -> Any:
     """Load one YAML document strictly; raise ProblemError with a file position on refusal.
 
@@ -152,6 +180,15 @@ def load_strict(text: str, line_offset: int = 0) -> Any:
         deep = too_deep_at(text) if _looks_deep(text) else None
         if deep is not None:
             raise _problem("nesting_too_deep", f"frontmatter nests deeper than {MAX_DEPTH} levels", deep, line_offset)
+        question = flow_question_at(text)
+        if question is not None:
+            raise _problem(
+                "flow_question_mark",
+                "'?' starts a value in a [...] or {...} collection: YAML reads it as text, libyaml as a key "
+                "(so '[?x]' would load as '[{x: null}]'); quote the value",
+                question,
+                line_offset,
+            )
         loader = _Loader(text)
         try:
             node = loader.get_single_node()
