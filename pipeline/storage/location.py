@@ -209,13 +209,7 @@ class Location:
         """Replace ``rel`` whole: readers see the old or the new bytes (rename locally, one PUT remotely)."""
         if self.local:
             path = self.join(rel)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.tmp-{os.getpid()}"
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
+            os.replace(_synced_copy(path, data), path)
             return
         self._call("put_object", Key=self.key(rel), Body=data)
 
@@ -228,12 +222,7 @@ class Location:
         """
         if self.local:
             path = self.join(rel)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.tmp-{os.getpid()}-{time.monotonic_ns()}"
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+            tmp = _synced_copy(path, data)
             try:
                 os.link(tmp, path)
             except FileExistsError:
@@ -314,6 +303,17 @@ class Location:
             shutil.rmtree(self.join(rel), ignore_errors=True)
         else:
             self.delete([e.rel for e in self.list_files(rel)])
+
+
+def _synced_copy(path: str, data: bytes) -> str:
+    """``data`` in a new file beside ``path``, on disk (fsync) before it is renamed or linked into place."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}-{time.monotonic_ns()}"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return tmp
 
 
 PERMANENT = (PermissionError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
