@@ -485,8 +485,8 @@ def publish(state: State, services: Services) -> State:
         {"run_id": ctx.run_id, "rows": dict(built.rows)},
     )
     faults.kill_at("after_commit")
-    shown = show(wh, snap, tables.scratch_dir(ctx.staging))
-    commits.collect_garbage(wh, shown, ctx.settings.gc_grace_seconds)
+    show(wh, snap, tables.scratch_dir(ctx.staging))
+    commits.collect_garbage(wh, ctx.settings.gc_grace_seconds)
     return state.timed("publish", t0, snapshot=snap)
 
 

@@ -30,7 +30,7 @@ from prefect.runtime import flow_run  # noqa: E402
 
 from pipeline.config import FLOW_PARAMETERS, load_settings  # noqa: E402
 from pipeline.engine import stages  # noqa: E402
-from pipeline.engine.fanout import Fanout, LocalFanout, Progress, Written  # noqa: E402
+from pipeline.engine.fanout import Fanout, LocalFanout, Progress, Written, bounded_as_completed  # noqa: E402
 from pipeline.engine.parse import BatchResult, BatchSpec, isolated_batch  # noqa: E402
 from pipeline.engine.stages import STAGES, Services, Stage, State  # noqa: E402
 from pipeline.progress import PLAIN_EVERY, Reporter  # noqa: E402
@@ -109,19 +109,14 @@ class PrefectFanout:
         self.submitted = 0  # task runs this fan-out created
 
     def parse(self, specs: Iterable[BatchSpec], on_done: Progress | None = None) -> Iterator[BatchResult]:
-        source = iter(specs)
-        pending: dict[Any, BatchSpec] = {}
-        while True:
-            while len(pending) < self.in_flight:
-                spec = next(source, None)
-                if spec is None:
-                    break
-                pending[self.runner.submit(parse_batch, {"spec": spec})] = spec
-                self.submitted += 1
-            if not pending:
-                return
-            fut = next(as_completed(list(pending)))
-            spec = pending.pop(fut)
+        def submit(spec: BatchSpec) -> Any:
+            self.submitted += 1
+            return self.runner.submit(parse_batch, {"spec": spec})
+
+        def first_done(futures: list[Any]) -> tuple[list[Any], list[Any]]:
+            return [next(as_completed(futures))], []
+
+        for spec, fut in bounded_as_completed(submit, specs, self.in_flight, first_done):
             result: BatchResult = fut.result(raise_on_failure=True)
             if on_done:
                 on_done(len(spec.jobs))

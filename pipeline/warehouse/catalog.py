@@ -106,19 +106,18 @@ def shown(wh: Location, scratch: str) -> tuple[str, int] | None:
     return str(row[0]), int(row[1])
 
 
-def show(wh: Location, snap: Snapshot, scratch: str, only_if_stale: bool = False) -> set[int]:
-    """Point the catalog and (local disk) ``current`` at ``snap``; returns the versions readers may be shown.
+def show(wh: Location, snap: Snapshot, scratch: str, only_if_stale: bool = False) -> None:
+    """Point the catalog and (local disk) ``current`` at ``snap``.
 
     What they showed before is stamped retired first, so its grace period counts from the switch.
     """
     before = shown(wh, scratch)
     if only_if_stale and before == (snap.id, snap.version) and (not wh.local or commits.current_id(wh) == snap.id):
-        return {snap.version}
+        return
     if before is not None and before[1] != snap.version:
         commits.retire(wh, before[1])
     commits.project(wh, snap, scratch)
     build_catalog(wh, snap, scratch)
-    return {snap.version}
 
 
 def memory_connection(snap: Snapshot) -> duckdb.DuckDBPyConnection:

@@ -392,11 +392,11 @@ def _retired_at(wh: Location, version: int) -> float:
         return 0.0
 
 
-def collect_garbage(wh: Location, shown: set[int], grace_seconds: float, now: float | None = None) -> list[str]:
+def collect_garbage(wh: Location, grace_seconds: float, now: float | None = None) -> list[str]:
     """Delete retired commits past the grace period and data files no live commit references.
 
-    ``shown``: versions a reader may still be pointed at (the catalog's, ``current``'s) besides the newest.
-    Returns what was deleted (relative paths).
+    The newest commit is never retired; one the catalog showed until this run counts from its
+    ``.retired`` stamp. Returns what was deleted (relative paths).
     """
     now = time.time() if now is None else now
     found = versions(wh)
@@ -410,8 +410,7 @@ def collect_garbage(wh: Location, shown: set[int], grace_seconds: float, now: fl
         if snap is None:
             continue
         successor = snaps[found[i + 1]] if i + 1 < len(found) else None
-        retired = successor is not None and v not in shown
-        if retired and successor is not None:
+        if successor is not None:
             since = max(successor.committed_at, _retired_at(wh, v))
             if now - since >= grace_seconds:
                 removed += [commit_name(v), commit_name(v).replace(".json", ".retired")]

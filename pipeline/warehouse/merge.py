@@ -37,10 +37,10 @@ def part_of(rel: str) -> str:
     return display_name(rel)[: -len(".parquet")]
 
 
-def connect(wh: Location, memory_limit: str, temp_dir: str | None = None) -> duckdb.DuckDBPyConnection:
+def connect(wh: Location, memory_limit: str) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection that can read the warehouse (object stores through s3fs) and spills to local disk."""
     con = duckdb.connect(":memory:")
-    con.execute(f"SET temp_directory = {literal(temp_dir or tempfile.gettempdir())}")
+    con.execute(f"SET temp_directory = {literal(tempfile.gettempdir())}")
     con.execute(f"SET memory_limit = {literal(memory_limit)}")
     con.execute("SET preserve_insertion_order = true")
     if not wh.local:

@@ -19,7 +19,7 @@ from pipeline.warehouse.commits import Snapshot
 def read_files(wh: Location, urls: list[str], columns: list[str] | None = None) -> pa.Table:
     """Parquet files of one table as one Arrow table (object stores read through s3fs)."""
     if wh.local:
-        return pq.read_table(urls, columns=columns) if urls else pa.table({})
+        return pq.read_table(urls, columns=columns)
     keys = [u.removeprefix("s3://") for u in urls]
     return pq.read_table(keys, columns=columns, filesystem=wh.reader_fs())
 
