@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from pipeline import faults, schema
 from pipeline.errors import PipelineError
-from pipeline.read.extract import Loaded, extract, read_capped, sha256
+from pipeline.read.extract import Loaded, enable_fast_yaml, extract, read_capped, sha256
 from pipeline.read.normalize import Source
 from pipeline.read.problems import Problem, ProblemError
 from pipeline.storage.location import Location
@@ -235,7 +235,9 @@ class IsolatingPool:
 
     def _live_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=self._ctx)
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=self._ctx, initializer=enable_fast_yaml
+            )
         return self._pool
 
     def _discard_pool(self) -> None:
@@ -307,7 +309,7 @@ class IsolatingPool:
     def _probe(self) -> None:
         """A worker that dies on an empty batch means no worker can run: fail the run, blame no file."""
         try:
-            with ProcessPoolExecutor(1, mp_context=self._ctx) as pool:
+            with ProcessPoolExecutor(1, mp_context=self._ctx, initializer=enable_fast_yaml) as pool:
                 pool.submit(process_batch, BatchSpec(0, (), _NOWHERE, _NOWHERE, "probe", 1)).result()
         except BrokenProcessPool:
             raise PipelineError("parser worker processes cannot start (see the log above)") from None
@@ -329,7 +331,7 @@ class IsolatingPool:
                     spec.batch_no, jobs, spec.seeds, spec.staging, spec.run_id, spec.max_bytes, checkpoint
                 )
                 try:
-                    with ProcessPoolExecutor(1, mp_context=self._ctx) as pool:
+                    with ProcessPoolExecutor(1, mp_context=self._ctx, initializer=enable_fast_yaml) as pool:
                         yield pool.submit(process_batch, attempt).result()
                     return
                 except BrokenProcessPool:

@@ -79,6 +79,7 @@ _BASIC_FORMAT = re.compile(r"\d{8}(?:[Tt]\d{4,6}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:?\d{
 _EPOCH = re.compile(r"[-+]?\d{9,13}(?:\.\d+)?")
 _LEAP_SECOND = re.compile(r"[Tt ]\d{2}:\d{2}:60")
 _INT64 = 2**63
+_SPACE = re.compile(r"\s").search  # the same characters as str.isspace
 _KIND_NAMES = {dict: "a mapping", list: "a list", str: "text", bool: "a boolean"}
 
 
@@ -274,10 +275,14 @@ class Checked:
     unknown_keys: frozenset[str]
 
 
-def check_document(meta: Any, document: tuple[Field, ...] = DOCUMENT) -> Checked | list[Problem]:
-    """Check loaded frontmatter against the contract; typed values or problems."""
+def check_document(meta: Any, document: tuple[Field, ...] = DOCUMENT, compiled: bool = True) -> Checked | list[Problem]:
+    """Check loaded frontmatter against the contract; typed values or problems.
+
+    ``compiled`` uses the checker generated from the declaration (same values, same problems
+    in the same order; ``tests/test_contract_compiled.py`` compares the two).
+    """
     checker = _Checker()
-    values = checker.mapping(meta, document, "")
+    values = compile_checker(document)(checker, meta) if compiled else checker.mapping(meta, document, "")
     if values is not None:
         title = values.get("title")
         if isinstance(title, str) and not title.strip():
@@ -308,7 +313,7 @@ def _check_dims(checker: _Checker, img: dict[str, Any] | None, path: str) -> Non
 def _check_domains(checker: _Checker, values: dict[str, Any]) -> None:
     def check(provider: dict[str, Any] | None, path: str) -> None:
         domain = (provider or {}).get("domain")
-        if isinstance(domain, str) and (not domain.strip() or any(c.isspace() for c in domain.strip())):
+        if isinstance(domain, str) and (not domain.strip() or _SPACE(domain.strip())):
             checker.fail(f"{path}.domain", "bad_domain", f"expected a domain such as wsj.com, got {domain!r}")
 
     check(values.get("provider"), "provider")
@@ -329,3 +334,139 @@ def describe_contract(document: tuple[Field, ...] = DOCUMENT) -> list[tuple[str,
 
     walk(document, "")
     return rows
+
+
+# --- the compiled checker -------------------------------------------------------------------
+# ``_Checker`` interprets the field tree: for every field of every document it builds the field's
+# path, dispatches on its kind and calls a method. ``compile_checker`` writes that walk out as Python
+# source, once per field tree: the common, valid value of each kind is accepted inline by a test that
+# implies the interpreted check passes with the same result, and anything else calls the very same
+# ``_Checker`` method with the same path, so values, problems and their order are identical.
+
+# Each fast test below implies the interpreted check accepts the value and returns what it returns.
+_FAST_INT = re.compile(r"-?(?:0|[1-9][0-9]{0,17})").fullmatch  # < 2**63: always in range
+# ASCII host, no port, user or brackets, no white space: urlsplit cannot fail or find another host.
+_FAST_URL = re.compile(r"(?:[Hh][Tt][Tt][Pp][Ss]?)://[A-Za-z0-9.-]+(?:[/?#]\S*)?").fullmatch
+# Seconds, up to 6 fraction digits, a zone: fromisoformat reads it as _Checker.timestamp would.
+_FAST_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})").fullmatch
+
+
+def _fast_timestamp(ck: _Checker, raw: Any, path: str) -> datetime | None:
+    if type(raw) is str and _FAST_TIMESTAMP(raw):
+        try:
+            return datetime.fromisoformat(raw).astimezone(UTC)
+        except (ValueError, OverflowError):
+            pass  # the interpreted check writes the message
+    return ck.timestamp(raw, path)
+
+
+def _value_source(f: Field, raw: str, path: str, objects: dict[tuple[Field, ...], str]) -> list[str]:
+    """Source lines that set ``v`` from ``raw`` for field ``f`` (path is a source expression)."""
+    kind = f.kind
+    if kind == "text":
+        return [f"v = {raw} if type({raw}) is str else ck.text({raw}, {path})"]
+    if kind == "url":
+        return [f"v = {raw} if type({raw}) is str and _FAST_URL({raw}) else ck.url({raw}, {path})"]
+    if kind == "int":
+        return [f"v = int({raw}) if type({raw}) is str and _FAST_INT({raw}) else ck.integer({raw}, {path})"]
+    if kind == "bool":
+        return [f"v = True if {raw} == 'true' else False if {raw} == 'false' else ck.boolean({raw}, {path})"]
+    if kind == "timestamp":
+        return [f"v = _fast_timestamp(ck, {raw}, {path})"]
+    if kind == "object":
+        return [f"v = {objects[f.fields]}(ck, {raw}, {path})"]
+    field = f"F[{len(_FIELD_REFS)}]"
+    _FIELD_REFS.append(f)
+    if kind == "text_list":
+        return [
+            f"if type({raw}) is list and all(type(x) is str for x in {raw}):",
+            f"    v = list({raw})",
+            "else:",
+            f"    v = ck.value({raw}, {field}, {path})",
+        ]
+    if kind == "object_list":
+        item = objects[f.fields]
+        return [
+            f"if type({raw}) is list:",
+            f"    p = {path}",
+            f"    v = [{item}(ck, x, f'{{p}}[{{i}}]') for i, x in enumerate({raw})]",
+            "else:",
+            f"    v = ck.value({raw}, {field}, {path})",
+        ]
+    raise ValueError(f"no compiled check for kind {kind!r}")
+
+
+_FIELD_REFS: list[Field] = []
+
+
+def _object_source(name: str, fields: tuple[Field, ...], objects: dict[tuple[Field, ...], str]) -> list[str]:
+    """One function per mapping shape, mirroring ``_Checker.mapping`` field by field."""
+    known = f"K[{len(_KNOWN_REFS)}]"
+    _KNOWN_REFS.append(frozenset(f.key for f in fields))
+    shape = f"S[{len(_SHAPE_REFS)}]"
+    _SHAPE_REFS.append(fields)
+    lines = [
+        f"def {name}(ck, value, path):",
+        "    if type(value) is not dict:",
+        f"        return ck.mapping(value, {shape}, path)",
+        "    out = {}",
+        f"    if {known}.issuperset(value):",
+        "        extra = None",
+        "    else:",
+        f"        extra = {{k: x for k, x in value.items() if k not in {known}}}",
+        "        for key in extra:",
+        "            ck.unknown.add(_generic(path, key))",
+        "    get = value.get",
+    ]
+    for f in fields:
+        sub = f"(f'{{path}}.{f.key}' if path else {f.key!r})"
+        lines += [f"    raw = get({f.key!r})", "    if raw is None:"]
+        if f.required:
+            message = f"required field is missing; expected {f.description}"
+            lines.append(f"        ck.fail({sub}, 'missing_field', {message!r})")
+        lines += ["        v = None", "    else:"]
+        lines += [f"        {line}" for line in _value_source(f, "raw", sub, objects)]
+        lines.append(f"    out[{f.key!r}] = v")
+    lines += ["    out['__extra__'] = extra or None", "    return out", ""]
+    return lines
+
+
+_KNOWN_REFS: list[frozenset[str]] = []
+_SHAPE_REFS: list[tuple[Field, ...]] = []
+_COMPILED: dict[int, tuple[tuple[Field, ...], Any]] = {}  # by id: hashing the tree costs more than checking
+
+
+def compile_checker(document: tuple[Field, ...]) -> Any:
+    """``(checker, meta) -> values | None``, generated from the field tree (cached per tree)."""
+    done = _COMPILED.get(id(document))
+    if done is not None and done[0] is document:
+        return done[1]
+    objects: dict[tuple[Field, ...], str] = {}
+    source: list[str] = []
+
+    def define(fields: tuple[Field, ...]) -> None:
+        for f in fields:  # nested shapes first, so their names exist when referenced
+            if f.kind in ("object", "object_list") and f.fields not in objects:
+                define(f.fields)
+        if fields not in objects:
+            objects[fields] = f"_check_{len(objects)}"
+            source.extend(_object_source(objects[fields], fields, objects))
+
+    define(document)
+    namespace: dict[str, Any] = {
+        "F": _FIELD_REFS,
+        "K": _KNOWN_REFS,
+        "S": _SHAPE_REFS,
+        "_generic": _generic,
+        "_FAST_INT": _FAST_INT,
+        "_FAST_URL": _FAST_URL,
+        "_fast_timestamp": _fast_timestamp,
+    }
+    exec(compile("\n".join(source), f"<contract checker {len(_COMPILED)}>", "exec"), namespace)  # noqa: S102
+    top = namespace[objects[document]]
+
+    def check(ck: _Checker, meta: Any) -> Any:
+        return top(ck, meta, "")
+
+    _COMPILED[id(document)] = (document, check)
+    return check

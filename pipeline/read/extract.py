@@ -13,6 +13,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+from pipeline.read import fast_yaml
 from pipeline.read.contract import Checked, check_document
 from pipeline.read.normalize import Rows, Source, normalize
 from pipeline.read.problems import Problem, ProblemError
@@ -21,9 +22,24 @@ from pipeline.read.strict_yaml import StrictYAMLHandler
 # C0 controls but tab/LF/CR, DEL, and C1 controls (U+0085 NEL is a line break to YAML 1.1, so
 # a quoted title containing it would silently become a space).
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# Bytes that cannot be part of a _CONTROL match: all but C0 controls (tab, LF, CR kept), DEL, and
+# 0xC2 (the UTF-8 lead byte of C1 controls). Deleting them is a C-speed scan; what remains decides
+# whether the regex needs to run at all.
+_PLAIN_BYTES = bytes(b for b in range(256) if not (b < 0x20 and b not in (9, 10, 13)) and b not in (0x7F, 0xC2))
 # Line and paragraph separators: also line breaks to YAML 1.1; harmless in a Markdown body.
 _YAML_BREAKS = re.compile(r"[\u2028\u2029]")
 _LEADING_BLANK_LINES = re.compile(r"\A(?:[ \t]*\r?\n)+")
+_fast_yaml = False
+
+
+def enable_fast_yaml() -> None:
+    """Let ``fast_yaml`` answer the documents it is sure about, in this process.
+
+    Only crash-isolated parser processes call this (rapidyaml is C++ and prints to stderr);
+    everywhere else every document takes the strict loader. Results are the same either way.
+    """
+    global _fast_yaml
+    _fast_yaml = fast_yaml.available()
 
 
 @dataclass(frozen=True)
@@ -61,7 +77,7 @@ def decode(data: bytes) -> str:
                 col,
             )
         ) from None
-    bad = _CONTROL.search(text)
+    bad = _CONTROL.search(text) if data.translate(None, _PLAIN_BYTES) else None
     if bad:
         line, col = _position(text, bad.start())
         raise ProblemError(
@@ -102,7 +118,7 @@ def split_frontmatter(text: str) -> tuple[object, str]:
         ) from None
     opener = probe.FM_BOUNDARY.match(stripped)  # detect() found it, so it matches
     first_line = offset_lines + (stripped.count("\n", 0, opener.end()) if opener else 0)
-    odd = _YAML_BREAKS.search(fm)
+    odd = _YAML_BREAKS.search(fm) if "\u2028" in fm or "\u2029" in fm else None
     if odd:
         line, col = _position(fm, odd.start())
         raise ProblemError(
@@ -114,7 +130,9 @@ def split_frontmatter(text: str) -> tuple[object, str]:
                 col,
             )
         )
-    meta = StrictYAMLHandler(first_line).load(fm)
+    meta = fast_yaml.load_fast(fm) if _fast_yaml else None
+    if meta is None:
+        meta = StrictYAMLHandler(first_line).load(fm)
     if not isinstance(meta, dict):
         kind = "empty" if meta is None else f"a {type(meta).__name__}, not a mapping"
         raise ProblemError(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -59,11 +60,20 @@ def canonical_host(host: str) -> str:
         return name
 
 
+# Lower-case http(s), a lower-case ASCII host without port, user or trailing dot, no white space:
+# the common URL, whose canonical form needs no parsing (tests/test_schema.py compares both ways).
+_PLAIN_URL = re.compile(r"(https?)://([a-z0-9-]+(?:\.[a-z0-9-]+)*)(/[^?#\s]*)?(?:\?([^#\s]*))?(?:#\S*)?").fullmatch
+
+
 def canonical_url(url: str) -> str:
     """Identity form of a URL: trimmed, scheme and host canonical, default port and fragment dropped.
 
     Path and query are kept as written: they are case-sensitive on most servers.
     """
+    plain = _PLAIN_URL(url)
+    if plain:  # already canonical but for the path, query and fragment: what urlsplit would find
+        scheme, host, path, query = plain.groups()
+        return f"{scheme}://{host}{path or '/'}?{query}" if query else f"{scheme}://{host}{path or '/'}"
     parts = urlsplit(url.strip())
     scheme = parts.scheme.lower()
     host = canonical_host(parts.hostname or "")

@@ -1,0 +1,288 @@
+"""The fast YAML path (rapidyaml) answers only what the strict libyaml loader answers the same way.
+
+A differential test: for every document, ``load_fast`` either declines (None: the strict loader
+decides) or returns exactly what ``load_strict`` returns, and the strict loader accepted it. The
+documents are the shipped seeds, the hostile corpus, the benchmark generator's documents, hand-written
+edge cases from each YAML mutation class, and hypothesis-mutated variants of all of them (byte-level
+insertions, deletions and replacements drawn from the characters and tokens that change YAML's reading:
+indentation, quoting, flow style, comments, tabs, line breaks, Unicode, numbers, anchors, tags, nesting).
+A second set of checks keeps the test honest: the fast path must actually answer the ordinary documents,
+or it would pass by declining everything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bench import generate
+from pipeline.read import fast_yaml
+from pipeline.read.extract import _CONTROL, _YAML_BREAKS
+from pipeline.read.problems import ProblemError
+from pipeline.read.strict_yaml import load_strict
+
+ROOT = Path(__file__).resolve().parent.parent
+HOSTILE = ROOT / "tests" / "data" / "hostile"
+
+
+def _frontmatter(text: str) -> str | None:
+    text = text.lstrip("\ufeff")
+    if not text.startswith("---\n") or "\n---" not in text[3:]:
+        return None
+    return text[4:].split("\n---", 1)[0] + "\n"
+
+
+def _corpus() -> list[str]:
+    files = sorted(p for p in (ROOT / "seeds").rglob("*") if p.is_file())
+    files += sorted(p for p in HOSTILE.iterdir() if p.suffix == ".md")
+    texts = [p.read_bytes().decode("utf-8", errors="replace") for p in files]
+    texts += [generate.document(i, 400, 11) for i in range(400)]
+    return [fm for fm in map(_frontmatter, texts) if fm]
+
+
+CORPUS = _corpus()
+
+# Hand-written cases, one or more per mutation class; most must be declined, all must agree.
+EDGE_CASES = [
+    "a: 0755\nb: 0x1F\nc: 1_000\nd: +12\ne: -0\nf: 00\n",
+    "a: 12.\nb: .5\nc: 1e5\nd: 1.0e+5\ne: .inf\nf: .nan\n",
+    "a: true\nb: True\nc: TRUE\nd: false\ne: yes\nf: on\ng: 'true'\n",
+    "a: null\nb: Null\nc: NULL\nd: ~\ne:\nf: 'null'\ng: \"~\"\n",
+    "a: &x 1\nb: *x\n",
+    "a: !!str 1\nb: !x y\n",
+    "a: 1\na: 2\n",
+    "? a\n: 1\n",
+    "null: x\n",
+    ": x\n",
+    "~: x\n",
+    "'': x\n",
+    'a: "\\u00e9\\x41\\N\\_\\L\\P\\t\\/\\0"\n',
+    "a: multi\n  line\n   plain\n",
+    "a: 'x\n\n  y'\n",
+    'a: "x\n  y"\n',
+    "a: |\n  x\n  y\n",
+    "a: |-\n  x\n\n",
+    "a: >+\n  x\n\n\n",
+    "a: |2\n   x\n",
+    "a: [?x]\n",
+    "a: {?x: y}\n",
+    "a: [a, b]\n",
+    "a: x\r\nb: y\r\n",
+    "a: x\rb: y\r",
+    "a:\t1\n",
+    "a: x # c\n# full\nb: 'y' #c\n",
+    "a: x#y\n",
+    "a: @x\n",
+    "a: `x\n",
+    "a: %x\n",
+    "%YAML 1.1\n---\na: 1\n",
+    "a: x\n---\nb: y\n",
+    "a: x\n...\n",
+    "a: 1\n b: 2\n",
+    "a:\n  b: 1\n c: 2\n",
+    "a:\n- 1\n- 2\n",
+    "a:\n  - b: true\n    c: [true, false]\n",
+    "a:\n  - - true\n    - x\n",
+    "a: \ufeffx\n",
+    "\ufeffa: x\n",
+    "a: x\ufffe\n",
+    "a: 😀 é 中文\n",
+    "<<: x\na: <<\n",
+    "a: x: y\n",
+    "a: b: c\n",
+    "- a\n- b\n",
+    "just text\n",
+    "",
+    "a: 'it''s'\n",
+    "a: -\n",
+    "a: - x\n",
+    "a: ? x\n",
+    "a: | x\n",
+    "a: x | y > z & w * v ! u\n",
+    "- - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - - x\n",
+    "a:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 80)) + "  " * 80 + "v\n",
+]
+
+# Tokens and characters that change how YAML reads a document (see the module docstring).
+VOCABULARY = [
+    ":",
+    ": ",
+    "- ",
+    "-",
+    "#",
+    " #",
+    "'",
+    '"',
+    "\n",
+    "  ",
+    " ",
+    "    ",
+    "\t",
+    "&a ",
+    "*a",
+    "!!str ",
+    "!x ",
+    "? ",
+    "?",
+    "?x",
+    "|",
+    "|-\n  ",
+    ">\n  ",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    ", ",
+    "~",
+    "null",
+    "Null",
+    "NULL",
+    "true",
+    "True",
+    "false",
+    "yes",
+    "no",
+    "on",
+    "0755",
+    "0x1F",
+    "1e3",
+    "12.",
+    ".5",
+    "+1",
+    "-0",
+    "1_0",
+    ".inf",
+    "é",
+    "😀",
+    "中",
+    "\u00a0",
+    "\u200b",
+    "\ufeff",
+    "\\",
+    "\\n",
+    '\\"',
+    "\\x41",
+    "%",
+    "@",
+    "`",
+    "...",
+    "---",
+    "\r\n",
+    "\r",
+    "x: y\n",
+    "\n  - ",
+    "\n- ",
+    "\n  k: v",
+    "'it''s'",
+    "a: b: c",
+    "<<: ",
+    "=",
+    "\n\n",
+    "- - x",
+]
+
+
+def _strict(text: str) -> Any:
+    try:
+        return load_strict(text)
+    except ProblemError as exc:
+        return exc
+
+
+def assert_agrees(text: str) -> bool:
+    """The differential property; returns whether the fast path answered.
+
+    Text with control characters or U+2028/U+2029 never reaches a YAML loader (``extract`` refuses
+    it first), so the fast path does not screen for them and such text is skipped here.
+    """
+    if _CONTROL.search(text) or _YAML_BREAKS.search(text):
+        return False
+    fast = fast_yaml.load_fast(text)
+    if fast is None:
+        return False
+    strict = _strict(text)
+    assert not isinstance(strict, ProblemError), f"fast path accepted what the strict loader refuses: {text!r}"
+    assert fast == strict, f"fast path read {text!r} differently"
+    return True
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _rapidyaml() -> None:
+    assert fast_yaml.available(), "rapidyaml is a declared dependency"
+
+
+@pytest.mark.parametrize("text", EDGE_CASES, ids=range(len(EDGE_CASES)))
+def test_edge_cases_agree(text: str) -> None:
+    assert_agrees(text)
+
+
+def test_corpus_agrees_and_is_answered_by_the_fast_path() -> None:
+    answered = [assert_agrees(text) for text in CORPUS]
+    generated = answered[-400:]
+    assert all(generated), "the fast path declined an ordinary generated document"
+    assert sum(answered) >= len(CORPUS) // 2
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("a: &x 1\nb: *x\n", "anchors vanish in rapidyaml's JSON"),
+        ("a: !!str 1\n", "tags vanish in rapidyaml's JSON"),
+        ("a: ~\n", "null to libyaml, text to rapidyaml"),
+        ("a: 12.\n", "the JSON emitter rewrites 12. as 12.0"),
+        ("a: 1\na: 2\n", "duplicate keys are the strict loader's to refuse"),
+        ("a: x\rb: y\r", "a lone CR is a line break to YAML, text to rapidyaml"),
+        ("a: [?x]\n", "flow collections are left to the strict loader"),
+        ("a: \ufeffx\n", "a BOM inside a document"),
+        ("a: x\n---\nb: y\n", "a second document"),
+    ],
+)
+def test_known_differences_are_declined(text: str, reason: str) -> None:
+    assert fast_yaml.load_fast(text) is None, reason
+
+
+_edit = st.tuples(
+    st.floats(min_value=0, max_value=1, exclude_max=True),
+    st.sampled_from(["insert", "delete", "replace"]),
+    st.one_of(st.sampled_from(VOCABULARY), st.text(max_size=3)),
+    st.integers(min_value=1, max_value=6),
+)
+
+
+def _mutate(text: str, edits: list[tuple[float, str, str, int]]) -> str:
+    for where, how, token, span in edits:
+        at = int(where * (len(text) + 1))
+        if how == "insert":
+            text = text[:at] + token + text[at:]
+        elif how == "delete":
+            text = text[:at] + text[at + span :]
+        else:
+            text = text[:at] + token + text[at + len(token) :]
+    return text
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(base=st.sampled_from(CORPUS + EDGE_CASES), edits=st.lists(_edit, min_size=1, max_size=4))
+def test_mutated_documents_agree(base: str, edits: list[tuple[float, str, str, int]]) -> None:
+    assert_agrees(_mutate(base, edits))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.recursive(
+        st.one_of(st.none(), st.booleans(), st.text(max_size=8), st.integers().map(str)),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(min_size=1, max_size=5), inner, max_size=3),
+        max_leaves=12,
+    )
+)
+def test_generated_structures_agree(value: Any) -> None:
+    """Documents written by a YAML emitter from arbitrary structures, in block and flow style."""
+    import yaml
+
+    for flow in (False, True):
+        assert_agrees(yaml.safe_dump({"k": value}, default_flow_style=flow, allow_unicode=True))
