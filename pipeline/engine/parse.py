@@ -13,11 +13,13 @@ worker thread keeps one such child process, so a crash never kills the Dask work
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import secrets
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -182,19 +184,35 @@ def _contents(spec: BatchSpec) -> Iterator[tuple[Job, bytes | BaseException]]:
 
 
 def _write_staging(loaded: list[tuple[Outcome, Loaded]], spec: BatchSpec) -> dict[str, list[str]]:
+    """One staging file per table for the batch, rows grouped by month with one row group per month.
+
+    Each merge reads one group of months: row-group statistics on ``_month`` let it skip the rest of
+    every staging file, so the build reads each staged row about once instead of once per group.
+    """
     files: dict[str, list[str]] = {}
     token = secrets.token_hex(6)  # unique per call: a run may parse in several rounds and bisect batches
+    loaded = sorted(loaded, key=lambda pair: pair[1].rows.month)  # stable: batch order within a month
     for table in schema.DOCUMENT_TABLES:
         rows: list[tuple[object, ...]] = []
+        starts: list[int] = []  # index of the first row of each month
+        month = None
         for outcome, item in loaded:
+            if item.rows.month != month:
+                month = item.rows.month
+                starts.append(len(rows))
             extra = (outcome.rel, item.rows.month)
             rows.extend((*r, *extra) for r in getattr(item.rows, table.name))
         target = staging_schema(table)
         columns: list[Any] = list(zip(*rows, strict=True)) if rows else [[] for _ in target]
         arrays = [pa.array(col, type=f.type) for col, f in zip(columns, target, strict=True)]
+        data = pa.Table.from_arrays(arrays, schema=target)
         name = f"{table.name}-{spec.batch_no:06d}-{token}.parquet"
-        with spec.staging.open_write(name) as fh:
-            pq.write_table(pa.Table.from_arrays(arrays, schema=target), fh, compression="lz4")
+        bounds = [i for i in sorted(set(starts)) if i < data.num_rows] + [data.num_rows]
+        with spec.staging.open_write(name) as fh, pq.ParquetWriter(fh, target, compression="lz4") as writer:
+            if data.num_rows == 0:
+                writer.write_table(data)
+            for lo, hi in itertools.pairwise(bounds):
+                writer.write_table(data.slice(lo, hi - lo))
         files[table.name] = [spec.staging.join(name)]
     return files
 
@@ -217,6 +235,24 @@ def process_batch(spec: BatchSpec) -> BatchResult:
     return BatchResult(outcomes, staging)
 
 
+ORPHAN_CHECK_SECONDS = 1.0
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    while True:
+        time.sleep(ORPHAN_CHECK_SECONDS)
+        if os.getppid() != parent:
+            os._exit(0)
+
+
+def _worker_init() -> None:
+    """Start-up of a parser process: the fast YAML path (crashes are isolated here), and an exit
+    once its parent is gone. A worker whose parent died (a Dask worker torn down with its cluster,
+    a killed run) would otherwise wait for work forever, holding the run's stdout open."""
+    enable_fast_yaml()
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
+
+
 def crashed(job: Job) -> Outcome:
     problem = Problem(
         "parser_crash",
@@ -236,7 +272,7 @@ class IsolatingPool:
     def _live_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=self._ctx, initializer=enable_fast_yaml
+                max_workers=self.workers, mp_context=self._ctx, initializer=_worker_init
             )
         return self._pool
 
@@ -309,7 +345,7 @@ class IsolatingPool:
     def _probe(self) -> None:
         """A worker that dies on an empty batch means no worker can run: fail the run, blame no file."""
         try:
-            with ProcessPoolExecutor(1, mp_context=self._ctx, initializer=enable_fast_yaml) as pool:
+            with ProcessPoolExecutor(1, mp_context=self._ctx, initializer=_worker_init) as pool:
                 pool.submit(process_batch, BatchSpec(0, (), _NOWHERE, _NOWHERE, "probe", 1)).result()
         except BrokenProcessPool:
             raise PipelineError("parser worker processes cannot start (see the log above)") from None
@@ -331,7 +367,7 @@ class IsolatingPool:
                     spec.batch_no, jobs, spec.seeds, spec.staging, spec.run_id, spec.max_bytes, checkpoint
                 )
                 try:
-                    with ProcessPoolExecutor(1, mp_context=self._ctx, initializer=enable_fast_yaml) as pool:
+                    with ProcessPoolExecutor(1, mp_context=self._ctx, initializer=_worker_init) as pool:
                         yield pool.submit(process_batch, attempt).result()
                     return
                 except BrokenProcessPool:

@@ -185,14 +185,12 @@ def plan(state: State, services: Services) -> State:
     ctx = state.ctx
     prev = _previous_manifest(ctx)
     found = discover(ctx.seeds, ctx.settings.patterns)
-    if not ctx.seeds.local and not (found.found or found.refused or found.unlisted):
+    if not ctx.seeds.local and not (found.count or found.refused or found.unlisted):
         raise ConfigError(
             f"{ctx.seeds.url} holds no objects: check the URL (an empty prefix is refused, "
             "so that a typo never empties the warehouse)"
         )
-    columns = list(zip(*found.found, strict=True)) if found.found else [(), (), (), (), ()]
-    arrays = [pa.array(c, type=f.type) for c, f in zip(columns, ledger.DISCOVERED, strict=True)]
-    discovered = pa.Table.from_arrays(arrays, schema=ledger.DISCOVERED)
+    discovered = found.table()
     unlisted = [u.rel for u in found.unlisted]
     kept, to_read, deleted, unlisted_kept = ledger.plan(
         prev, discovered, [r.rel for r in found.refused], unlisted, ctx.settings.max_file_bytes

@@ -25,7 +25,7 @@ def validate_folder(settings: Settings) -> list[dict[str, Any]]:
     report: list[dict[str, Any]] = [
         {"path": r.rel, "ok": False, **r.problem.as_dict()} for r in found.refused + found.unlisted
     ]
-    jobs = [Job(f.rel, f.size, f.mtime_ns, f.etag, f.target) for f in found.found]
+    jobs = [Job(f.rel, f.size, f.mtime_ns, f.etag, f.target) for f in found.found()]
     size = batch_size(len(jobs), settings.workers, settings.batch_size)
     outcomes = []
     fanout = LocalFanout(settings.workers)

@@ -25,8 +25,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NamedTuple, TypeVar
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from pipeline import faults
-from pipeline.read.problems import Problem, path_order
+from pipeline.read.problems import Problem
 from pipeline.storage.location import Location, relpath_ok, transient
 
 LIST_ATTEMPTS = 3  # a prefix listing is retried this many times before it counts as unlisted
@@ -50,11 +53,56 @@ class Refused:
     problem: Problem
 
 
+# Found files as Arrow columns (``_target`` and ``etag`` may be null).
+FOUND_SCHEMA = pa.schema(
+    [
+        ("source_path", pa.string()),
+        ("size", pa.int64()),
+        ("mtime_ns", pa.int64()),
+        ("_target", pa.string()),
+        ("etag", pa.string()),
+    ]
+)
+FOUND_CHUNK = 64 * 1024  # found files held as Python tuples before they are compacted into Arrow
+
+
 @dataclass
 class Discovery:
-    found: list[Found] = field(default_factory=list)
+    """What a listing found. Found files are compacted into Arrow every ``FOUND_CHUNK`` files, so a
+    folder of millions costs about its Arrow size (~100 bytes a file), not a Python object per file."""
+
     refused: list[Refused] = field(default_factory=list)  # files reported instead of read
     unlisted: list[Refused] = field(default_factory=list)  # folders that could not be listed ('sub/')
+    _pending: list[Found] = field(default_factory=list)
+    _batches: list[pa.RecordBatch] = field(default_factory=list)
+    count: int = 0
+
+    def add(self, found: Found) -> None:
+        self._pending.append(found)
+        self.count += 1
+        if len(self._pending) >= FOUND_CHUNK:
+            self._compact()
+
+    def _compact(self) -> None:
+        if self._pending:
+            columns = zip(*self._pending, strict=True)
+            arrays = [pa.array(c, type=f.type) for c, f in zip(columns, FOUND_SCHEMA, strict=True)]
+            self._batches.append(pa.RecordBatch.from_arrays(arrays, schema=FOUND_SCHEMA))
+            self._pending = []
+
+    def table(self) -> pa.Table:
+        """Every found file, sorted by path in byte order (``path_order``)."""
+        self._compact()
+        found = pa.Table.from_batches(self._batches, schema=FOUND_SCHEMA)
+        self._batches = []
+        if found.num_rows < 2:
+            return found
+        # Arrow orders strings by their UTF-8 bytes, which is path_order.
+        return found.take(pc.sort_indices(found, sort_keys=[("source_path", "ascending")]))
+
+    def found(self) -> list[Found]:
+        """The found files as tuples (small folders: validate, tests)."""
+        return [Found(*row.values()) for row in self.table().to_pylist()]
 
 
 def _display(name: str) -> str:
@@ -79,7 +127,6 @@ def _matches(name: str, patterns: tuple[str, ...]) -> bool:
 def discover(root: Location, patterns: tuple[str, ...]) -> Discovery:
     """All matching files under ``root`` in byte order of their relative paths."""
     out = _discover_local(root.root, patterns) if root.local else _discover_objects(root, patterns)
-    out.found.sort(key=lambda f: path_order(f.rel))
     out.refused.sort(key=lambda r: r.rel)
     out.unlisted.sort(key=lambda r: r.rel)
     return out
@@ -116,7 +163,7 @@ def _discover_local(root: str, patterns: tuple[str, ...]) -> Discovery:
                 raise  # the seeds folder itself: the run fails (and is retried), nothing is deleted
             out.unlisted.append(_unlisted(prefix, exc))
             continue
-        match, found = _matcher(patterns), out.found
+        match = _matcher(patterns)
         for entry in entries:
             name = entry.name
             if name[0] == ".":
@@ -131,7 +178,7 @@ def _discover_local(root: str, patterns: tuple[str, ...]) -> Discovery:
             elif match(name) is not None:
                 item = _regular(entry, rel) or _classify(entry, rel, real_root)
                 if isinstance(item, Found):
-                    found.append(item)
+                    out.add(item)
                 else:
                     out.refused.append(item)
     return out
@@ -243,4 +290,4 @@ def _add_object(out: Discovery, rel: str, size: int, mtime: int, etag: str | Non
         return
     if any(part.startswith(".") for part in rel.split("/")):
         return  # hidden, as on local disk
-    out.found.append(Found(rel, size, mtime, None, etag))
+    out.add(Found(rel, size, mtime, None, etag))

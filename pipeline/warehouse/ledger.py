@@ -16,20 +16,13 @@ import duckdb
 import pyarrow as pa
 
 from pipeline import schema
+from pipeline.read.discover import FOUND_SCHEMA
 from pipeline.read.problems import Problem, Retry, retried
 from pipeline.warehouse.sql import ident, literal
 
 T = TypeVar("T")
 SCHEMA = schema.SOURCE_FILES.arrow_schema()
-DISCOVERED = pa.schema(
-    [
-        ("source_path", pa.string()),
-        ("size", pa.int64()),
-        ("mtime_ns", pa.int64()),
-        ("_target", pa.string()),
-        ("etag", pa.string()),
-    ]
-)
+DISCOVERED = FOUND_SCHEMA  # what discovery found, as Arrow
 
 
 def empty() -> pa.Table:

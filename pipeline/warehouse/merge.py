@@ -125,9 +125,12 @@ def merge_group(spec: MergeSpec) -> list[tuple[str, int]]:
         )
     if spec.staging:
         months = ", ".join(literal(m) for m in spec.months)
+        # The range lets row-group statistics skip other months' rows (one row group per month).
+        span = f"_month BETWEEN {literal(min(spec.months))} AND {literal(max(spec.months))}"
         parts.append(
             f"SELECT {cols}, _month FROM read_parquet({file_list(spec.staging)}) "
-            f"WHERE _month IN ({months}) AND _source NOT IN (SELECT rel FROM read_parquet({literal(spec.losers)}))"
+            f"WHERE {span} AND _month IN ({months}) "
+            f"AND _source NOT IN (SELECT rel FROM read_parquet({literal(spec.losers)}))"
         )
     if not parts:
         return []
