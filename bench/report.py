@@ -122,9 +122,11 @@ def pipeline_section(results: dict[str, Any]) -> list[str]:
         for label, key in RUN_LABELS
     ]
     memory = [[label, *(f0(_mem(runs[key], k)) for k in MEMORY_KEYS)] for label, key in RUN_LABELS]
-    stages = ", ".join(
-        f"{s} {median([r.summary['seconds'].get(s, 0.0) for r in full]):.2f}" for s in full[-1].summary["seconds"]
-    )
+    names = list(full[-1].summary["seconds"])
+    stages = [
+        [label, *(f2(median([r.summary["seconds"].get(s, 0.0) for r in runs[key]])) for s in names)]
+        for label, key in RUN_LABELS
+    ]
     return [
         f"Each repeat starts from an empty warehouse; workers: {results['workers'] or 'default (CPU count)'}. "
         "*work* = `finished_at − started_at` of the run's `load_runs` row; *wall* = the whole `pipeline run` "
@@ -139,7 +141,9 @@ def pipeline_section(results: dict[str, Any]) -> list[str]:
         "",
         "Rows after the full load: " + ", ".join(f"{t} {v}" for t, v in full[-1].summary["rows"].items()) + ".",
         "",
-        f"Stage seconds of the full load (median): {stages}.",
+        "Seconds per stage (medians; the stages' sum is the pipeline work):",
+        "",
+        *_table(["run", *names], stages),
     ]
 
 

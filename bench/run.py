@@ -60,6 +60,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-dlt", action="store_true", help="skip the dlt baseline")
     p.add_argument("--skip-prefect", action="store_true", help="skip the Prefect start-up measurement")
     p.add_argument("--query-n", type=int, help="documents in the warehouse the BI queries run on (default: --n)")
+    p.add_argument(
+        "--report", default="report", help="name of the report files and work folder in --out (default report)"
+    )
     p.add_argument("--query-month", default="2023-06", help="month of the date-range query (default 2023-06)")
     args = p.parse_args(argv)
     if args.n < 1 or args.repeat < 1 or (args.query_n is not None and args.query_n < 1):
@@ -106,7 +109,7 @@ def run_queries(args: argparse.Namespace, out: Path, warehouse: Path) -> dict[st
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out: Path = args.out.resolve()
-    work = out / "work"
+    work = out / ("work" if args.report == "report" else f"work-{args.report}")
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(exist_ok=True)
     shutil.rmtree(work / "logs", ignore_errors=True)
@@ -132,10 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     results["load_average_end"] = os.getloadavg()
 
     report = render(results)
-    (out / "report.md").write_text(report)
-    (out / "report.json").write_text(json.dumps(to_jsonable(results), indent=2, default=str))
+    (out / f"{args.report}.md").write_text(report)
+    (out / f"{args.report}.json").write_text(json.dumps(to_jsonable(results), indent=2, default=str))
     print(report)
-    log(f"wrote {out / 'report.md'} and {out / 'report.json'}")
+    log(f"wrote {out / (args.report + '.md')} and {out / (args.report + '.json')}")
     return 0
 
 

@@ -13,7 +13,6 @@ worker thread keeps one such child process, so a crash never kills the Dask work
 
 from __future__ import annotations
 
-import itertools
 import multiprocessing
 import os
 import secrets
@@ -183,36 +182,34 @@ def _contents(spec: BatchSpec) -> Iterator[tuple[Job, bytes | BaseException]]:
             yield job, fetched.get(job.rel, ProblemError(_too_large(spec.max_bytes)))
 
 
-def _write_staging(loaded: list[tuple[Outcome, Loaded]], spec: BatchSpec) -> dict[str, list[str]]:
-    """One staging file per table for the batch, rows grouped by month with one row group per month.
+STAGING_ROW_GROUPS = 16  # row groups per staging file: what a merge of a few months can skip
 
-    Each merge reads one group of months: row-group statistics on ``_month`` let it skip the rest of
-    every staging file, so the build reads each staged row about once instead of once per group.
+
+def _write_staging(loaded: list[tuple[Outcome, Loaded]], spec: BatchSpec) -> dict[str, list[str]]:
+    """One staging file per table for the batch, its rows sorted by month in a few row groups.
+
+    Each merge reads one group of months: row-group statistics on ``_month`` let it skip most of
+    every staging file, so the build reads each staged row a few times, not once per group.
     """
     files: dict[str, list[str]] = {}
     token = secrets.token_hex(6)  # unique per call: a run may parse in several rounds and bisect batches
     loaded = sorted(loaded, key=lambda pair: pair[1].rows.month)  # stable: batch order within a month
     for table in schema.DOCUMENT_TABLES:
         rows: list[tuple[object, ...]] = []
-        starts: list[int] = []  # index of the first row of each month
-        month = None
         for outcome, item in loaded:
-            if item.rows.month != month:
-                month = item.rows.month
-                starts.append(len(rows))
             extra = (outcome.rel, item.rows.month)
             rows.extend((*r, *extra) for r in getattr(item.rows, table.name))
         target = staging_schema(table)
         columns: list[Any] = list(zip(*rows, strict=True)) if rows else [[] for _ in target]
         arrays = [pa.array(col, type=f.type) for col, f in zip(columns, target, strict=True)]
-        data = pa.Table.from_arrays(arrays, schema=target)
         name = f"{table.name}-{spec.batch_no:06d}-{token}.parquet"
-        bounds = [i for i in sorted(set(starts)) if i < data.num_rows] + [data.num_rows]
-        with spec.staging.open_write(name) as fh, pq.ParquetWriter(fh, target, compression="lz4") as writer:
-            if data.num_rows == 0:
-                writer.write_table(data)
-            for lo, hi in itertools.pairwise(bounds):
-                writer.write_table(data.slice(lo, hi - lo))
+        with spec.staging.open_write(name) as fh:
+            pq.write_table(
+                pa.Table.from_arrays(arrays, schema=target),
+                fh,
+                compression="lz4",
+                row_group_size=max(1, -(-len(rows) // STAGING_ROW_GROUPS)),
+            )
         files[table.name] = [spec.staging.join(name)]
     return files
 
@@ -271,9 +268,7 @@ class IsolatingPool:
 
     def _live_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=self._ctx, initializer=_worker_init
-            )
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=self._ctx, initializer=_worker_init)
         return self._pool
 
     def _discard_pool(self) -> None:
