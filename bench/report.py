@@ -141,7 +141,7 @@ def pipeline_section(results: dict[str, Any]) -> list[str]:
         "",
         "Rows after the full load: " + ", ".join(f"{t} {v}" for t, v in full[-1].summary["rows"].items()) + ".",
         "",
-        "Seconds per stage (medians; the stages' sum is the pipeline work):",
+        "Seconds per stage (medians; *work* spans plan to build, check and publish follow it):",
         "",
         *_table(["run", *names], stages),
     ]

@@ -109,9 +109,11 @@ def check_report(report: str) -> None:
     assert corpus["documents"] == [str(N)]
     assert 3.5 < number(corpus["average (KB/doc)"][0]) < 6
 
-    speed, memory = tables(section(report, "## Pipeline (`--orchestrator none`)"))
+    speed, memory, stages = tables(section(report, "## Pipeline (`--orchestrator none`)"))
     files_parsed = {"full load": N, "no-op rerun": 0, "1% changed rerun": len(change_sample(N, 7))}
-    assert set(speed) == set(memory) == set(files_parsed)
+    assert set(speed) == set(memory) == set(stages) == set(files_parsed)
+    for run, cells in stages.items():
+        assert all(v >= 0 for v in numbers(cells)), run
     for run, parsed in files_parsed.items():
         values = numbers(speed[run])
         assert values[-1] == parsed, run
