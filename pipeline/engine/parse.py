@@ -182,7 +182,7 @@ def _contents(spec: BatchSpec) -> Iterator[tuple[Job, bytes | BaseException]]:
             yield job, fetched.get(job.rel, ProblemError(_too_large(spec.max_bytes)))
 
 
-STAGING_ROW_GROUPS = 16  # row groups per staging file: what a merge of a few months can skip
+STAGING_ROW_GROUPS = 4  # row groups per staging file: what a merge of a few months can skip
 
 
 def _write_staging(loaded: list[tuple[Outcome, Loaded]], spec: BatchSpec) -> dict[str, list[str]]:
@@ -196,11 +196,15 @@ def _write_staging(loaded: list[tuple[Outcome, Loaded]], spec: BatchSpec) -> dic
     loaded = sorted(loaded, key=lambda pair: pair[1].rows.month)  # stable: batch order within a month
     for table in schema.DOCUMENT_TABLES:
         rows: list[tuple[object, ...]] = []
+        sources: list[str] = []
+        months: list[str] = []
         for outcome, item in loaded:
-            extra = (outcome.rel, item.rows.month)
-            rows.extend((*r, *extra) for r in getattr(item.rows, table.name))
+            mine = getattr(item.rows, table.name)
+            rows += mine
+            sources += [outcome.rel] * len(mine)
+            months += [item.rows.month] * len(mine)
         target = staging_schema(table)
-        columns: list[Any] = list(zip(*rows, strict=True)) if rows else [[] for _ in target]
+        columns: list[Any] = [*zip(*rows, strict=True), sources, months] if rows else [[] for _ in target]
         arrays = [pa.array(col, type=f.type) for col, f in zip(columns, target, strict=True)]
         name = f"{table.name}-{spec.batch_no:06d}-{token}.parquet"
         with spec.staging.open_write(name) as fh:
@@ -209,6 +213,7 @@ def _write_staging(loaded: list[tuple[Outcome, Loaded]], spec: BatchSpec) -> dic
                 fh,
                 compression="lz4",
                 row_group_size=max(1, -(-len(rows) // STAGING_ROW_GROUPS)),
+                write_statistics=["_month"],  # what merges prune by; the rest would only cost time
             )
         files[table.name] = [spec.staging.join(name)]
     return files
