@@ -37,7 +37,9 @@ class Settings:
     batch_size: int = 1000  # files per parse task; small folders get smaller batches
     wait_seconds: float = 0.0  # how long to wait for another run's lock
     gc_grace_seconds: float = 3600.0  # retired snapshots and unreferenced files outlive their use this long
-    memory_limit: str = "1GB"  # DuckDB's budget while merging; it spills beyond
+    # DuckDB's budget in the run's process (merges share it; the checks and providers get it whole);
+    # it spills to disk beyond. With the run's own Arrow data this keeps a 1M-document load under 1 GB.
+    memory_limit: str = "512MB"
     runner: str = "processes"  # where parsing and merges run: local processes, or a Dask cluster
     dask_address: str | None = None  # tcp://host:port of a running Dask scheduler; None starts a LocalCluster
     storage_options: str = "{}"  # extra s3fs options as JSON (endpoint and keys come from AWS_* variables)

@@ -66,7 +66,7 @@ class RunContext:
 class Plan:
     previous: pa.Table  # the previous manifest (source_files), empty before the first run
     to_read: pa.Table  # _path, _size, _mtime_ns, _target, _etag, _old_sha
-    kept: pa.Table  # previous manifest rows still valid as they are
+    kept: pa.Table  # positions (_row) of the previous manifest's rows still valid as they are
     decided: pa.Table  # manifest rows fixed without reading: refusals and unlisted folders
     refused_read: tuple[str, ...]  # refused for a new reason: counted as read
     unlisted: tuple[str, ...]  # folders/prefixes that could not be listed ('sub/')
@@ -291,7 +291,9 @@ def parse(state: State, services: Services) -> State:
     """Read, hash and parse the planned files on the fan-out engine; rows go to staging Parquet."""
     t0 = time.perf_counter()
     planned: Plan = state.need("plan")
-    return state.timed("parse", t0, parsed=_parse_table(state.ctx, planned.to_read, services))
+    parsed = _parse_table(state.ctx, planned.to_read, services)
+    done = replace(planned, to_read=planned.to_read.slice(0, 0))  # read: its memory goes back
+    return state.timed("parse", t0, parsed=parsed, plan=done)
 
 
 # --- resolve ---------------------------------------------------------------------------------
@@ -337,13 +339,13 @@ def resolve(state: State, services: Services) -> State:
     touched |= {p for _, p in dead_rows}
     out = Resolved(
         m,
-        parsed,
+        Parsed(parsed.outcomes.slice(0, 0), parsed.staging),  # the outcomes live on in the manifest
         parsed_paths,
         tuple(sorted({a for a, _ in dead_rows})),
         tuple(sorted(losers)),
         tuple(sorted(touched)),
     )
-    return state.timed("resolve", t0, resolved=out)
+    return state.timed("resolve", t0, resolved=out, parsed=out.parsed)
 
 
 def _dedupe(claims: list[dict[str, Any]], decided: dict[str, dict[str, Any]], run_id: str) -> list[Any]:
@@ -462,7 +464,7 @@ def check(state: State, services: Services) -> State:
     built: Built = state.need("built")
     wh = state.ctx.warehouse
     urls = {t: [wh.join(f) for f, _ in entries] for t, entries in built.files.items()}
-    failures = checks.run_checks(wh, urls, dict(built.counts), built.manifest_shape)
+    failures = checks.run_checks(wh, urls, dict(built.counts), built.manifest_shape, state.ctx.settings.memory_limit)
     if failures:
         raise ChecksFailed("post-load checks failed, previous snapshot kept: " + "; ".join(failures))
     return state.timed("check", t0)

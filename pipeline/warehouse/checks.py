@@ -40,10 +40,14 @@ def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
 
 
 def run_checks(
-    wh: Location, files: dict[str, list[str]], counts: dict[str, int], manifest_shape: tuple[int, int]
+    wh: Location,
+    files: dict[str, list[str]],
+    counts: dict[str, int],
+    manifest_shape: tuple[int, int],
+    memory_limit: str = "512MB",
 ) -> list[str]:
     """Every failed check as one line; empty when the snapshot may be published (``files``: URLs per table)."""
-    con = connect(wh, "1GB")
+    con = connect(wh, memory_limit)
     failures: list[str] = []
     src = {t.name: _src(files, t.name) for t in schema.TABLES}
     try:

@@ -8,6 +8,7 @@ the change, not the corpus.
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -75,6 +76,7 @@ def conform(data: pa.Table, table: schema.Table) -> pa.Table:
 
 
 _local = threading.local()
+LEDGER_MEMORY = "256MB"
 
 
 def _con() -> duckdb.DuckDBPyConnection:
@@ -82,6 +84,10 @@ def _con() -> duckdb.DuckDBPyConnection:
     con: duckdb.DuckDBPyConnection | None = getattr(_local, "con", None)
     if con is None:
         con = _local.con = duckdb.connect(":memory:")
+        # A million-file manifest is ~230 MB of Arrow; sorts and joins over it spill beyond this
+        # instead of holding another copy or two in memory.
+        con.execute(f"SET memory_limit = {literal(LEDGER_MEMORY)}")
+        con.execute(f"SET temp_directory = {literal(tempfile.gettempdir())}")
     return con
 
 
@@ -123,8 +129,8 @@ def plan(
 ) -> tuple[pa.Table, pa.Table, int, int]:
     """Split discovered files into kept and to-read; count deletions and files kept under unlisted folders.
 
-    Returns ``(kept, to_read, deleted, unlisted_kept)``. ``kept``: previous manifest rows still
-    valid as they are (same size and ETag, or size and mtime where there is no ETag; and every
+    Returns ``(kept, to_read, deleted, unlisted_kept)``. ``kept``: positions (``_row``) of the
+    previous manifest's rows still valid as they are, not a copy of them (a million rows are ~230 MB) (same size and ETag, or size and mtime where there is no ETag; and every
     row under a folder that could not be listed, whatever it was). ``to_read`` has ``_path``,
     ``_size``, ``_mtime_ns``, ``_target``, ``_etag`` and ``_old_sha`` (content hash last seen),
     sorted by path. A file under an unlisted folder is never counted as deleted.
@@ -139,10 +145,11 @@ def plan(
     under = _under(unlisted)
     tables = {"prev": prev, "disc": discovered}
     kept = _arrow(
-        f"""SELECT p.* FROM prev p JOIN disc d ON p.source_path = d.source_path WHERE {same}
+        f"""SELECT p._row FROM prev p JOIN disc d ON p.source_path = d.source_path WHERE {same}
             UNION ALL
-            SELECT p.* FROM prev p WHERE {under} AND NOT ends_with(p.source_path, '/')""",
-        **tables,
+            SELECT p._row FROM prev p WHERE {under} AND NOT ends_with(p.source_path, '/')""",
+        prev=numbered(prev),
+        disc=discovered,
     )
     to_read = _arrow(
         f"""SELECT d.source_path AS _path, d.size AS _size, d.mtime_ns AS _mtime_ns, d._target,
@@ -164,16 +171,22 @@ def plan(
     return kept, to_read, int(gone[0]), int(gone[1])
 
 
+def numbered(prev: pa.Table) -> pa.Table:
+    """``prev`` with its row positions as a ``_row`` column (the other columns are not copied)."""
+    return prev.append_column("_row", pa.array(range(prev.num_rows), pa.int64()))
+
+
 def manifest(kept: pa.Table, prev: pa.Table, work: pa.Table, decided: pa.Table) -> pa.Table:
     """The manifest as it stands now, sorted by path (byte order).
 
-    ``work``: outcomes of files read this run ('unchanged' = same bytes after a touch, which
+    ``kept``: positions in ``prev`` of rows still valid (from ``plan``); ``work``: outcomes of files read this run ('unchanged' = same bytes after a touch, which
     keeps the previous row); ``decided``: rows fixed without reading (refusals, unlisted
     folders, duplicate decisions), which override everything else.
     """
     return _arrow(
         """SELECT * FROM (
-             SELECT * FROM kept WHERE source_path NOT IN (SELECT source_path FROM work)
+             SELECT * EXCLUDE (_row) FROM prevr WHERE _row IN (SELECT _row FROM kept)
+                                  AND source_path NOT IN (SELECT source_path FROM work)
                                   AND source_path NOT IN (SELECT source_path FROM decided)
              UNION ALL
              SELECT p.* REPLACE (w.size AS size, w.mtime_ns AS mtime_ns, w.etag AS etag)
@@ -186,6 +199,7 @@ def manifest(kept: pa.Table, prev: pa.Table, work: pa.Table, decided: pa.Table) 
              SELECT * FROM decided)
            ORDER BY source_path""",
         kept=kept,
+        prevr=numbered(prev),
         prev=prev,
         work=work,
         decided=decided,

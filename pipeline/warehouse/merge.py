@@ -29,7 +29,7 @@ SMALL_PART = "data"  # the small tables are one file each
 ROW_GROUP_ROWS = 64 * 1024  # row groups: at most this many rows ...
 ROW_GROUP_BYTES = 32 * 1024 * 1024  # ... or this many bytes in memory (articles carry bodies)
 STREAM_ROWS = 8 * 1024  # rows per batch pulled from DuckDB: bounds memory while merging
-MERGE_ARTICLES = 50_000  # articles (and their child rows) sorted per merge query
+MERGE_ARTICLES = 20_000  # articles (and their child rows) sorted per merge query: ~100 MB of text
 
 
 def part_of(rel: str) -> str:
