@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from stat import S_ISREG
 from typing import NamedTuple, TypeVar
 
 import pyarrow as pa
@@ -78,8 +79,11 @@ class Discovery:
     count: int = 0
 
     def add(self, found: Found) -> None:
-        self._pending.append(found)
-        self.count += 1
+        self.extend([found])
+
+    def extend(self, found: list[Found]) -> None:
+        self._pending += found
+        self.count += len(found)
         if len(self._pending) >= FOUND_CHUNK:
             self._compact()
 
@@ -164,6 +168,7 @@ def _discover_local(root: str, patterns: tuple[str, ...]) -> Discovery:
             out.unlisted.append(_unlisted(prefix, exc))
             continue
         match = _matcher(patterns)
+        found: list[Found] = []
         for entry in entries:
             name = entry.name
             if name[0] == ".":
@@ -178,21 +183,22 @@ def _discover_local(root: str, patterns: tuple[str, ...]) -> Discovery:
             elif match(name) is not None:
                 item = _regular(entry, rel) or _classify(entry, rel, real_root)
                 if isinstance(item, Found):
-                    out.add(item)
+                    found.append(item)
                 else:
                     out.refused.append(item)
+        out.extend(found)
     return out
 
 
 def _regular(entry: os.DirEntry[str], rel: str) -> Found | None:
     """The common case, fast: a regular file (not a link) with a UTF-8 name; None for anything else."""
-    if entry.is_symlink() or not rel.isascii() and _display(rel) != rel:
+    if not rel.isascii() and _display(rel) != rel:
         return None
     try:
-        st = entry.stat(follow_symlinks=False)
+        st = entry.stat(follow_symlinks=False)  # a symbolic link is not S_ISREG: _classify takes it
     except OSError:
         return None
-    return Found(rel, st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
+    return Found(rel, st.st_size, st.st_mtime_ns) if S_ISREG(st.st_mode) else None
 
 
 def _classify(entry: os.DirEntry[str], rel: str, real_root: str) -> Found | Refused:

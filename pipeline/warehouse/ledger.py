@@ -183,6 +183,8 @@ def manifest(kept: pa.Table, prev: pa.Table, work: pa.Table, decided: pa.Table) 
     keeps the previous row); ``decided``: rows fixed without reading (refusals, unlisted
     folders, duplicate decisions), which override everything else.
     """
+    if not work.num_rows and not decided.num_rows and kept.num_rows == prev.num_rows:
+        return prev  # nothing read or decided, every row kept: the previous manifest (sorted) as it is
     return _arrow(
         """SELECT * FROM (
              SELECT * EXCLUDE (_row) FROM prevr WHERE _row IN (SELECT _row FROM kept)
