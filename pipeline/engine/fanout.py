@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from pipeline.engine.parse import BatchResult, BatchSpec, IsolatingPool, isolated_batch
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.warehouse.merge import MergeSpec, merge_group
+from pipeline.warehouse.merge import MergeSpec, connect, merge_group
 
 Progress = Callable[[int], None]
 NO_WORKERS_TIMEOUT = 60.0  # seconds a Dask cluster may have no worker before the run gives up
@@ -51,8 +51,16 @@ class LocalFanout:
             self.pool.close()  # no idle worker processes outlive the parse (or hold a killed run's pipes)
 
     def merge(self, specs: list[MergeSpec]) -> list[Written]:
-        with ThreadPoolExecutor(max_workers=min(2, self.workers)) as threads:
-            return list(threads.map(merge_group, specs))
+        """On threads sharing one DuckDB database: one memory budget, staging metadata read once."""
+        if not specs:
+            return []
+        threads = min(2, self.workers)
+        shared = connect(specs[0].warehouse, specs[0].memory_limit)
+        try:
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                return list(pool.map(lambda spec: merge_group(spec, shared), specs))
+        finally:
+            shared.close()
 
     def close(self) -> None:
         self.pool.close()

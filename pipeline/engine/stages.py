@@ -451,8 +451,8 @@ def build(state: State, services: Services) -> State:
 
 
 def _merge_memory(s: Settings) -> str:
-    """Each concurrent merge gets its share of the DuckDB budget."""
-    return s.memory_limit if s.runner == "dask" else merge.share_memory(s.memory_limit, min(2, s.workers))
+    """The DuckDB budget of a merge: local merges share one database (and the whole budget)."""
+    return s.memory_limit
 
 
 # --- check and publish ---------------------------------------------------------------------------

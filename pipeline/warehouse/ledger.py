@@ -76,7 +76,7 @@ def conform(data: pa.Table, table: schema.Table) -> pa.Table:
 
 
 _local = threading.local()
-LEDGER_MEMORY = "256MB"
+LEDGER_MEMORY = "128MB"
 
 
 def _con() -> duckdb.DuckDBPyConnection:

@@ -29,7 +29,7 @@ SMALL_PART = "data"  # the small tables are one file each
 ROW_GROUP_ROWS = 64 * 1024  # row groups: at most this many rows ...
 ROW_GROUP_BYTES = 32 * 1024 * 1024  # ... or this many bytes in memory (articles carry bodies)
 STREAM_ROWS = 8 * 1024  # rows per batch pulled from DuckDB: bounds memory while merging
-MERGE_ARTICLES = 20_000  # articles (and their child rows) sorted per merge query: ~100 MB of text
+MERGE_ARTICLES = 50_000  # articles (and their child rows) sorted per merge query; DuckDB spills beyond its budget
 
 
 def part_of(rel: str) -> str:
@@ -43,19 +43,11 @@ def connect(wh: Location, memory_limit: str) -> duckdb.DuckDBPyConnection:
     con.execute(f"SET temp_directory = {literal(tempfile.gettempdir())}")
     con.execute(f"SET memory_limit = {literal(memory_limit)}")
     con.execute("SET preserve_insertion_order = true")
+    # Every merge of a build reads the footers of the same staging files: parse each once.
+    con.execute("SET parquet_metadata_cache = true")
     if not wh.local:
         con.register_filesystem(wh.reader_fs())
     return con
-
-
-def share_memory(limit: str, parts: int) -> str:
-    """A DuckDB memory limit split between ``parts`` concurrent connections (e.g. '1GB' / 2 -> '512MB')."""
-    units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
-    text = limit.strip().upper().replace(" ", "")
-    for unit in sorted(units, key=len, reverse=True):
-        if text.endswith(unit) and text[: -len(unit)].replace(".", "", 1).isdigit():
-            return f"{int(float(text[: -len(unit)]) * units[unit] / max(1, parts) / 10**6)}MB"
-    return limit  # a form we do not parse (e.g. '80%'): DuckDB applies it per connection
 
 
 def write_table(wh: Location, rel: str, table: schema.Table, data: pa.Table) -> int:
@@ -111,8 +103,12 @@ class MergeSpec:
     memory_limit: str
 
 
-def merge_group(spec: MergeSpec) -> list[tuple[str, int]]:
-    """Write one month file per non-empty month of the group; (relative path, rows) each."""
+def merge_group(spec: MergeSpec, shared: duckdb.DuckDBPyConnection | None = None) -> list[tuple[str, int]]:
+    """Write one month file per non-empty month of the group; (relative path, rows) each.
+
+    ``shared``: a DuckDB database the build's merges share (a cursor of it is used), so that
+    the staging files' metadata is read once per build and the memory budget is one for all.
+    """
     table = schema.table(spec.table)
     cols = ", ".join(ident(c) for c in table.column_names)
     order = ", ".join(ident(k) for k in table.sort_key)
@@ -134,7 +130,7 @@ def merge_group(spec: MergeSpec) -> list[tuple[str, int]]:
         )
     if not parts:
         return []
-    con = connect(spec.warehouse, spec.memory_limit)
+    con = shared.cursor() if shared is not None else connect(spec.warehouse, spec.memory_limit)
     try:
         sql = f"SELECT * FROM ({' UNION ALL '.join(parts)}) ORDER BY _month, {order}"
         reader = con.sql(sql).to_arrow_reader(STREAM_ROWS)
