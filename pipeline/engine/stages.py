@@ -135,8 +135,19 @@ class Services:
 # --- open and close ----------------------------------------------------------------------------
 
 
+def use_system_allocator() -> None:
+    """Arrow allocates through the C library's malloc, which hands large freed blocks back at once.
+
+    Arrow's default (mimalloc) keeps freed pages for reuse: a run frees hundreds of MB of Arrow
+    data between stages while DuckDB holds its own budget, and the peak RSS of a 100k load was
+    ~15% higher with it (same speed).
+    """
+    pa.set_memory_pool(pa.system_memory_pool())
+
+
 def open_run(settings: Settings, run_id: str, clock: Clock = utc_now) -> tuple[RunContext, WriterLock]:
     """Take the writer lock, clear debris of killed runs, repair what readers see, find the previous snapshot."""
+    use_system_allocator()
     settings = settings.resolved()
     seeds, wh = settings.seeds_location(), settings.warehouse_location()
     lock = commits.acquire(wh, run_id, settings.wait_seconds, settings.lease_seconds)

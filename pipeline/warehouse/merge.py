@@ -42,7 +42,7 @@ def connect(wh: Location, memory_limit: str) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(":memory:")
     con.execute(f"SET temp_directory = {literal(tempfile.gettempdir())}")
     con.execute(f"SET memory_limit = {literal(memory_limit)}")
-    con.execute("SET preserve_insertion_order = true")
+    con.execute("SET preserve_insertion_order = false")  # every query that needs an order says ORDER BY
     # Every merge of a build reads the footers of the same staging files: parse each once.
     con.execute("SET parquet_metadata_cache = true")
     if not wh.local:
