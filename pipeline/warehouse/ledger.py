@@ -76,7 +76,7 @@ def conform(data: pa.Table, table: schema.Table) -> pa.Table:
 
 
 _local = threading.local()
-LEDGER_MEMORY = "128MB"
+LEDGER_MEMORY_MB = 256
 
 
 def _con() -> duckdb.DuckDBPyConnection:
@@ -84,16 +84,25 @@ def _con() -> duckdb.DuckDBPyConnection:
     con: duckdb.DuckDBPyConnection | None = getattr(_local, "con", None)
     if con is None:
         con = _local.con = duckdb.connect(":memory:")
-        # A million-file manifest is ~230 MB of Arrow; sorts and joins over it spill beyond this
-        # instead of holding another copy or two in memory.
-        con.execute(f"SET memory_limit = {literal(LEDGER_MEMORY)}")
         con.execute(f"SET temp_directory = {literal(tempfile.gettempdir())}")
     return con
+
+
+def _budget(tables: dict[str, pa.Table]) -> str:
+    """DuckDB's budget for one ledger query: half its inputs' size, at least ``LEDGER_MEMORY_MB``.
+
+    A million-file manifest is ~230 MB of Arrow; sorts spill beyond the budget instead of holding
+    another copy. Not every operator spills (a NOT IN over a million paths failed at 128 MB), so the
+    budget grows with the inputs rather than being fixed.
+    """
+    need = sum(t.nbytes for t in tables.values()) // 2 // 10**6
+    return f"{max(LEDGER_MEMORY_MB, need)}MB"
 
 
 def _run(sql: str, tables: dict[str, pa.Table], fetch: Callable[[duckdb.DuckDBPyRelation], T]) -> T:
     """Run ``sql`` over Arrow tables registered (zero-copy) under the given names, then forget them."""
     con = _con()
+    con.execute(f"SET memory_limit = {literal(_budget(tables))}")
     for name, data in tables.items():
         con.register(name, data)
     try:
