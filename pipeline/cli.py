@@ -424,6 +424,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         _drop_frames(exc)
+        if type(exc).__name__ == "OutOfMemoryException":  # DuckDB's, without importing it here
+            print(
+                "pipeline: error: DuckDB ran out of its memory budget (nothing was published); raise "
+                "PIPELINE_MEMORY_LIMIT (default 512MB), e.g. PIPELINE_MEMORY_LIMIT=2GB",
+                file=sys.stderr,
+            )
+            return 1
         print(
             f"pipeline: unexpected error: {type(exc).__name__}: {exc} (rerun with --debug for details)", file=sys.stderr
         )

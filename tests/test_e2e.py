@@ -102,6 +102,17 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 5 and "Traceback" not in proc.stderr
 
 
+def test_duckdb_out_of_memory_names_the_setting(seeds: Path, tmp_path: Path) -> None:
+    """DuckDB's own advice (SET memory_limit) is not something a user can do: name the setting."""
+    env = cli_env(PIPELINE_MEMORY_LIMIT="1MB")
+    wh = tmp_path / "wh"
+    proc = run_cli("run", "--seeds", str(seeds), "--warehouse", str(wh), "--orchestrator", "none", env=env, check=False)
+    assert proc.returncode == 1
+    error = [line for line in proc.stderr.splitlines() if line.startswith("pipeline: error:")]
+    assert len(error) == 1 and "PIPELINE_MEMORY_LIMIT" in error[0] and "Traceback" not in proc.stderr
+    assert not (wh / "current").exists()  # nothing published
+
+
 def test_query_refuses_writes(load, warehouse: Path) -> None:
     load()
     for sql in (
