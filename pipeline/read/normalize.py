@@ -61,7 +61,7 @@ def canonical_host(host: str) -> str:
 
 
 # Lower-case http(s), a lower-case ASCII host without port, user or trailing dot, no white space:
-# the common URL, whose canonical form needs no parsing (tests/test_schema.py compares both ways).
+# the common URL, whose canonical form needs no parsing (tests/test_contract_compiled.py compares both ways).
 _PLAIN_URL = re.compile(r"(https?)://([a-z0-9-]+(?:\.[a-z0-9-]+)*)(/[^?#\s]*)?(?:\?([^#\s]*))?(?:#\S*)?").fullmatch
 
 

@@ -139,8 +139,9 @@ def plan(
     """Split discovered files into kept and to-read; count deletions and files kept under unlisted folders.
 
     Returns ``(kept, to_read, deleted, unlisted_kept)``. ``kept``: positions (``_row``) of the
-    previous manifest's rows still valid as they are, not a copy of them (a million rows are ~230 MB) (same size and ETag, or size and mtime where there is no ETag; and every
-    row under a folder that could not be listed, whatever it was). ``to_read`` has ``_path``,
+    previous manifest's rows still valid as they are (same size and ETag, or size and mtime where
+    there is no ETag; and every row under a folder that could not be listed, whatever it was), not
+    a copy of them (a million rows are ~230 MB). ``to_read`` has ``_path``,
     ``_size``, ``_mtime_ns``, ``_target``, ``_etag`` and ``_old_sha`` (content hash last seen),
     sorted by path. A file under an unlisted folder is never counted as deleted.
     """
@@ -188,8 +189,8 @@ def numbered(prev: pa.Table) -> pa.Table:
 def manifest(kept: pa.Table, prev: pa.Table, work: pa.Table, decided: pa.Table) -> pa.Table:
     """The manifest as it stands now, sorted by path (byte order).
 
-    ``kept``: positions in ``prev`` of rows still valid (from ``plan``); ``work``: outcomes of files read this run ('unchanged' = same bytes after a touch, which
-    keeps the previous row); ``decided``: rows fixed without reading (refusals, unlisted
+    ``kept``: positions in ``prev`` of rows still valid (from ``plan``); ``work``: outcomes of files
+    read this run ('unchanged' = same bytes after a touch, which keeps the previous row); ``decided``: rows fixed without reading (refusals, unlisted
     folders, duplicate decisions), which override everything else.
     """
     if not work.num_rows and not decided.num_rows and kept.num_rows == prev.num_rows:
