@@ -271,9 +271,12 @@ class IsolatingPool:
         self._ctx = multiprocessing.get_context("spawn")
         self._pool: ProcessPoolExecutor | None = None
 
+    def _executor(self, workers: int) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(workers, mp_context=self._ctx, initializer=_worker_init)
+
     def _live_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=self._ctx, initializer=_worker_init)
+            self._pool = self._executor(self.workers)
         return self._pool
 
     def _discard_pool(self) -> None:
@@ -345,7 +348,7 @@ class IsolatingPool:
     def _probe(self) -> None:
         """A worker that dies on an empty batch means no worker can run: fail the run, blame no file."""
         try:
-            with ProcessPoolExecutor(1, mp_context=self._ctx, initializer=_worker_init) as pool:
+            with self._executor(1) as pool:
                 pool.submit(process_batch, BatchSpec(0, (), _NOWHERE, _NOWHERE, "probe", 1)).result()
         except BrokenProcessPool:
             raise PipelineError("parser worker processes cannot start (see the log above)") from None
@@ -367,7 +370,7 @@ class IsolatingPool:
                     spec.batch_no, jobs, spec.seeds, spec.staging, spec.run_id, spec.max_bytes, checkpoint
                 )
                 try:
-                    with ProcessPoolExecutor(1, mp_context=self._ctx, initializer=_worker_init) as pool:
+                    with self._executor(1) as pool:
                         yield pool.submit(process_batch, attempt).result()
                     return
                 except BrokenProcessPool:

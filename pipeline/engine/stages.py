@@ -409,7 +409,7 @@ def build(state: State, services: Services) -> State:
         for group in groups:
             olds = tuple(wh.join(r) for r in old if merge.part_of(r) in group)
             specs.append(
-                merge.MergeSpec(table.name, tuple(group), olds, staged, dead_url, losers_url, wh, sid, _merge_memory(s))
+                merge.MergeSpec(table.name, tuple(group), olds, staged, dead_url, losers_url, wh, sid, s.memory_limit)
             )
     for spec, written in zip(specs, services.fanout.merge(specs), strict=True):
         files[spec.table].extend(written)
@@ -459,11 +459,6 @@ def build(state: State, services: Services) -> State:
         files[name] = [merge.write_small(wh, schema.table(name), data, sid)]
     out = Built({t: tuple(f) for t, f in files.items()}, rows, counts, manifest_shape, new_keys, load_run, rejects)
     return state.timed("build", t0, built=out)
-
-
-def _merge_memory(s: Settings) -> str:
-    """The DuckDB budget of a merge: local merges share one database (and the whole budget)."""
-    return s.memory_limit
 
 
 # --- check and publish ---------------------------------------------------------------------------

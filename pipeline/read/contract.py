@@ -198,21 +198,30 @@ class _Checker:
             self.fail(path or "frontmatter", "wrong_type", f"expected a mapping, got {_kind_of(value)}")
             return None
         out: dict[str, Any] = {}
-        known = {f.key for f in fields}
-        extra = {k: v for k, v in value.items() if k not in known}
-        for key in extra:
-            self.unknown.add(_generic(path, key))
+        extra = self.extras(value, frozenset(f.key for f in fields), path)
         for f in fields:
             sub = f"{path}.{f.key}" if path else f.key
             raw = value.get(f.key)
             if raw is None:
                 if f.required:
-                    self.fail(sub, "missing_field", f"required field is missing; expected {f.description}")
+                    self.missing(f, sub)
                 out[f.key] = None
                 continue
             out[f.key] = self.value(raw, f, sub)
-        out["__extra__"] = extra or None
+        out["__extra__"] = extra
         return out
+
+    def extras(self, value: dict[str, Any], known: frozenset[str], path: str) -> dict[str, Any] | None:
+        """Keys of a mapping outside the contract (kept in extra columns, counted as drift)."""
+        if known.issuperset(value):
+            return None
+        extra = {k: v for k, v in value.items() if k not in known}
+        for key in extra:
+            self.unknown.add(_generic(path, key))
+        return extra
+
+    def missing(self, f: Field, path: str) -> None:
+        self.fail(path, "missing_field", f"required field is missing; expected {f.description}")
 
     def value(self, raw: Any, f: Field, path: str) -> Any:
         kind = f.kind
@@ -360,79 +369,70 @@ def _fast_timestamp(ck: _Checker, raw: Any, path: str) -> datetime | None:
     return ck.timestamp(raw, path)
 
 
-def _value_source(f: Field, raw: str, path: str, objects: dict[tuple[Field, ...], str]) -> list[str]:
-    """Source lines that set ``v`` from ``raw`` for field ``f`` (path is a source expression)."""
-    kind = f.kind
-    if kind == "text":
-        return [f"v = {raw} if type({raw}) is str else ck.text({raw}, {path})"]
-    if kind == "url":
-        return [f"v = {raw} if type({raw}) is str and _FAST_URL({raw}) else ck.url({raw}, {path})"]
-    if kind == "int":
-        return [f"v = int({raw}) if type({raw}) is str and _FAST_INT({raw}) else ck.integer({raw}, {path})"]
-    if kind == "bool":
-        return [f"v = True if {raw} == 'true' else False if {raw} == 'false' else ck.boolean({raw}, {path})"]
-    if kind == "timestamp":
-        return [f"v = _fast_timestamp(ck, {raw}, {path})"]
-    if kind == "object":
-        return [f"v = {objects[f.fields]}(ck, {raw}, {path})"]
-    field = f"F[{len(_FIELD_REFS)}]"
-    _FIELD_REFS.append(f)
-    if kind == "text_list":
-        return [
-            f"if type({raw}) is list and all(type(x) is str for x in {raw}):",
-            f"    v = list({raw})",
-            "else:",
-            f"    v = ck.value({raw}, {field}, {path})",
+class _Source:
+    """Python source of one compiled checker, and the objects it refers to by index."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.names: dict[tuple[Field, ...], str] = {}  # function name per mapping shape
+        self.refs: list[Any] = []  # fields, key sets and shapes the source names as R[i]
+
+    def ref(self, obj: Any) -> str:
+        self.refs.append(obj)
+        return f"R[{len(self.refs) - 1}]"
+
+    def value(self, f: Field, raw: str, path: str) -> list[str]:
+        """Lines that set ``v`` from ``raw`` for field ``f`` (path is a source expression)."""
+        kind = f.kind
+        if kind == "text":
+            return [f"v = {raw} if type({raw}) is str else ck.text({raw}, {path})"]
+        if kind == "url":
+            return [f"v = {raw} if type({raw}) is str and _FAST_URL({raw}) else ck.url({raw}, {path})"]
+        if kind == "int":
+            return [f"v = int({raw}) if type({raw}) is str and _FAST_INT({raw}) else ck.integer({raw}, {path})"]
+        if kind == "bool":
+            return [f"v = True if {raw} == 'true' else False if {raw} == 'false' else ck.boolean({raw}, {path})"]
+        if kind == "timestamp":
+            return [f"v = _fast_timestamp(ck, {raw}, {path})"]
+        if kind == "object":
+            return [f"v = {self.names[f.fields]}(ck, {raw}, {path})"]
+        if kind == "text_list":
+            fast = [f"if type({raw}) is list and all(type(x) is str for x in {raw}):", f"    v = list({raw})"]
+        elif kind == "object_list":
+            item = f"{self.names[f.fields]}(ck, x, f'{{p}}[{{i}}]')"
+            fast = [f"if type({raw}) is list:", f"    p = {path}", f"    v = [{item} for i, x in enumerate({raw})]"]
+        else:
+            raise ValueError(f"no compiled check for kind {kind!r}")
+        return [*fast, "else:", f"    v = ck.value({raw}, {self.ref(f)}, {path})"]
+
+    def mapping(self, fields: tuple[Field, ...]) -> None:
+        """One function per mapping shape, mirroring ``_Checker.mapping`` field by field."""
+        for f in fields:  # nested shapes first, so their names exist when referenced
+            if f.kind in ("object", "object_list") and f.fields not in self.names:
+                self.mapping(f.fields)
+        if fields in self.names:
+            return
+        name = self.names[fields] = f"_check_{len(self.names)}"
+        known = self.ref(frozenset(f.key for f in fields))
+        lines = [
+            f"def {name}(ck, value, path):",
+            "    if type(value) is not dict:",
+            f"        return ck.mapping(value, {self.ref(fields)}, path)",
+            f"    extra = ck.extras(value, {known}, path)",
+            "    out = {}",
+            "    get = value.get",
         ]
-    if kind == "object_list":
-        item = objects[f.fields]
-        return [
-            f"if type({raw}) is list:",
-            f"    p = {path}",
-            f"    v = [{item}(ck, x, f'{{p}}[{{i}}]') for i, x in enumerate({raw})]",
-            "else:",
-            f"    v = ck.value({raw}, {field}, {path})",
-        ]
-    raise ValueError(f"no compiled check for kind {kind!r}")
+        for f in fields:
+            sub = f"(f'{{path}}.{f.key}' if path else {f.key!r})"
+            lines += [f"    raw = get({f.key!r})", "    if raw is None:"]
+            if f.required:
+                lines.append(f"        ck.missing({self.ref(f)}, {sub})")
+            lines += ["        v = None", "    else:"]
+            lines += [f"        {line}" for line in self.value(f, "raw", sub)]
+            lines.append(f"    out[{f.key!r}] = v")
+        self.lines += [*lines, "    out['__extra__'] = extra", "    return out", ""]
 
 
-_FIELD_REFS: list[Field] = []
-
-
-def _object_source(name: str, fields: tuple[Field, ...], objects: dict[tuple[Field, ...], str]) -> list[str]:
-    """One function per mapping shape, mirroring ``_Checker.mapping`` field by field."""
-    known = f"K[{len(_KNOWN_REFS)}]"
-    _KNOWN_REFS.append(frozenset(f.key for f in fields))
-    shape = f"S[{len(_SHAPE_REFS)}]"
-    _SHAPE_REFS.append(fields)
-    lines = [
-        f"def {name}(ck, value, path):",
-        "    if type(value) is not dict:",
-        f"        return ck.mapping(value, {shape}, path)",
-        "    out = {}",
-        f"    if {known}.issuperset(value):",
-        "        extra = None",
-        "    else:",
-        f"        extra = {{k: x for k, x in value.items() if k not in {known}}}",
-        "        for key in extra:",
-        "            ck.unknown.add(_generic(path, key))",
-        "    get = value.get",
-    ]
-    for f in fields:
-        sub = f"(f'{{path}}.{f.key}' if path else {f.key!r})"
-        lines += [f"    raw = get({f.key!r})", "    if raw is None:"]
-        if f.required:
-            message = f"required field is missing; expected {f.description}"
-            lines.append(f"        ck.fail({sub}, 'missing_field', {message!r})")
-        lines += ["        v = None", "    else:"]
-        lines += [f"        {line}" for line in _value_source(f, "raw", sub, objects)]
-        lines.append(f"    out[{f.key!r}] = v")
-    lines += ["    out['__extra__'] = extra or None", "    return out", ""]
-    return lines
-
-
-_KNOWN_REFS: list[frozenset[str]] = []
-_SHAPE_REFS: list[tuple[Field, ...]] = []
 _COMPILED: dict[int, tuple[tuple[Field, ...], Any]] = {}  # by id: hashing the tree costs more than checking
 
 
@@ -441,29 +441,17 @@ def compile_checker(document: tuple[Field, ...]) -> Any:
     done = _COMPILED.get(id(document))
     if done is not None and done[0] is document:
         return done[1]
-    objects: dict[tuple[Field, ...], str] = {}
-    source: list[str] = []
-
-    def define(fields: tuple[Field, ...]) -> None:
-        for f in fields:  # nested shapes first, so their names exist when referenced
-            if f.kind in ("object", "object_list") and f.fields not in objects:
-                define(f.fields)
-        if fields not in objects:
-            objects[fields] = f"_check_{len(objects)}"
-            source.extend(_object_source(objects[fields], fields, objects))
-
-    define(document)
+    source = _Source()
+    source.mapping(document)
     namespace: dict[str, Any] = {
-        "F": _FIELD_REFS,
-        "K": _KNOWN_REFS,
-        "S": _SHAPE_REFS,
-        "_generic": _generic,
+        "R": source.refs,
         "_FAST_INT": _FAST_INT,
         "_FAST_URL": _FAST_URL,
         "_fast_timestamp": _fast_timestamp,
     }
-    exec(compile("\n".join(source), f"<contract checker {len(_COMPILED)}>", "exec"), namespace)  # noqa: S102
-    top = namespace[objects[document]]
+    code = compile("\n".join(source.lines), f"<contract checker {len(_COMPILED)}>", "exec")
+    exec(code, namespace)  # noqa: S102
+    top = namespace[source.names[document]]
 
     def check(ck: _Checker, meta: Any) -> Any:
         return top(ck, meta, "")

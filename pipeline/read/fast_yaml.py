@@ -93,10 +93,7 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     values = out.values()
     if True in values or False in values or list in map(type, values):
         for key, value in pairs:
-            if value is True or value is False:
-                out[key] = _TEXT[value]
-            elif type(value) is list:
-                out[key] = _restore(value)
+            out[key] = _restore(value)
     return out
 
 

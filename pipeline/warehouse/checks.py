@@ -44,7 +44,7 @@ def run_checks(
     files: dict[str, list[str]],
     counts: dict[str, int],
     manifest_shape: tuple[int, int],
-    memory_limit: str = "512MB",
+    memory_limit: str,
 ) -> list[str]:
     """Every failed check as one line; empty when the snapshot may be published (``files``: URLs per table)."""
     con = connect(wh, memory_limit)
