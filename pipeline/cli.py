@@ -107,6 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table")
     q.add_argument("--output", help="write the result to this file instead of stdout")
     q.add_argument("--tables", action="store_true", help="list tables with row counts")
+    q.add_argument(
+        "--as-of",
+        metavar="VERSION|TIME",
+        help="read a retained earlier version: its number, or a time (the newest version committed by then)",
+    )
+
+    hist = sub.add_parser(
+        "history",
+        help="list the retained versions (time travel targets)",
+        description="the retained versions: version, run, commit time, files seen/loaded/rejected, rows per table",
+    )
+    _add_common(hist, seeds=False)
+    hist.add_argument("--format", choices=("text", "json"), default="text")
 
     st = sub.add_parser(
         "status",
@@ -207,6 +220,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(report.to_json(summary))
     else:
         print(report.format_summary(summary))
+    for warning in summary.get("warnings", ()):
+        print(f"pipeline: warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -287,14 +302,23 @@ def cmd_query(args: argparse.Namespace) -> int:
 
     warehouse = _warehouse(args)
     if args.tables:
-        table = query.list_tables(warehouse)
+        table = query.list_tables(warehouse, args.as_of)
     elif args.sql:
-        table = query.run_query(warehouse, args.sql)
+        table = query.run_query(warehouse, args.sql, args.as_of)
     else:
         raise ConfigError("give a SQL string or --tables")
     text = query.render(table, "table" if args.tables and args.format == "parquet" else args.format, args.output)
     if text is not None:
         print(text)
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from pipeline.report import to_json
+    from pipeline.warehouse.history import format_history, history
+
+    entries = history(_warehouse(args))
+    print(to_json(entries) if args.format == "json" else format_history(entries))
     return 0
 
 
@@ -327,8 +351,8 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     import tempfile
 
     from pipeline.config import load_settings
+    from pipeline.engine.stages import follow_commit
     from pipeline.warehouse import commits
-    from pipeline.warehouse.catalog import build_catalog
 
     settings = load_settings(_settings_overrides(args))
     warehouse = settings.warehouse_location()
@@ -336,13 +360,16 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     tmp = tempfile.mkdtemp(prefix="pipeline-catalog-")
     try:
         snap = commits.require_newest(warehouse)
-        commits.project(warehouse, snap, tmp)
-        path = build_catalog(warehouse, snap, tmp)
+        _lake, warnings = follow_commit(warehouse, snap, settings, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         lock.release()
-    print(f"rebuilt {path} for snapshot {snap.id} (version {snap.version})")
-    return 0
+    for warning in warnings:
+        print(f"pipeline: warning: {warning}", file=sys.stderr)
+    print(
+        f"rebuilt {warehouse.join(commits.CATALOG)} and the Delta logs for snapshot {snap.id} (version {snap.version})"
+    )
+    return 1 if warnings else 0
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
@@ -373,6 +400,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "validate": cmd_validate,
     "query": cmd_query,
     "status": cmd_status,
+    "history": cmd_history,
     "catalog": cmd_catalog,
     "docs": cmd_docs,
     "serve": cmd_serve,

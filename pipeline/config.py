@@ -10,6 +10,7 @@ from typing import Any
 
 from pipeline.errors import ConfigError
 from pipeline.storage.location import Location
+from pipeline.warehouse.retention import Retention
 
 _MEMORY = re.compile(r"^\d+(\.\d+)?\s*(%|B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", re.IGNORECASE)
 DEFAULT_PATTERNS = ("*.md", "*.markdown", "*.txt")
@@ -36,7 +37,10 @@ class Settings:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     batch_size: int = 1000  # files per parse task; small folders get smaller batches
     wait_seconds: float = 0.0  # how long to wait for another run's lock
-    gc_grace_seconds: float = 3600.0  # retired snapshots and unreferenced files outlive their use this long
+    gc_grace_seconds: float = 3600.0  # files no commit names (a killed run's output) are kept this long
+    # Committed versions kept for time travel (`pipeline history`, `query --as-of`, Delta readers):
+    # a duration (24h, 7d), a number of versions (48), or both (7d,48): either keeps a version.
+    retention: str = "24h"
     # DuckDB's budget in the run's process (merges share it; the checks and providers get it whole);
     # it spills to disk beyond. With the run's own Arrow data this keeps a 1M-document load under 1 GB.
     memory_limit: str = "512MB"
@@ -58,6 +62,7 @@ class Settings:
             raise ConfigError("max_file_bytes, workers and batch_size must be positive")
         if not _MEMORY.match(self.memory_limit.strip()):
             raise ConfigError(f"memory limit {self.memory_limit!r}: use a size such as 1GB, 512MB or 50%")
+        self.retention_policy()  # raises ConfigError with the accepted forms
         if self.runner not in RUNNERS:
             raise ConfigError(f"unknown runner {self.runner!r}: use {' or '.join(RUNNERS)}")
         return replace(self, seeds=seeds.url, warehouse=warehouse.url)
@@ -70,6 +75,9 @@ class Settings:
         if not isinstance(value, dict):
             raise ConfigError(f"storage options must be a JSON object, got {self.storage_options!r}")
         return value
+
+    def retention_policy(self) -> Retention:
+        return Retention.parse(self.retention)
 
     def seeds_location(self) -> Location:
         return Location.parse(self.seeds, self._options())
@@ -91,6 +99,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "PIPELINE_BATCH_SIZE": ("batch_size", int),
     "PIPELINE_WAIT_SECONDS": ("wait_seconds", float),
     "PIPELINE_GC_GRACE_SECONDS": ("gc_grace_seconds", float),
+    "PIPELINE_RETENTION": ("retention", str),
     "PIPELINE_MEMORY_LIMIT": ("memory_limit", str),
     "PIPELINE_RUNNER": ("runner", str),
     "PIPELINE_DASK_ADDRESS": ("dask_address", str),

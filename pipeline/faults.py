@@ -27,7 +27,8 @@ KILL_POINTS = (
     "after_related_articles",
     "after_related_article_images",
     "before_commit",
-    "after_commit",
+    "after_commit",  # committed, Delta logs not yet updated
+    "after_delta",  # Delta logs updated, catalog and current not yet
 )
 
 _attempts: dict[str, int] = {}

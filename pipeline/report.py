@@ -23,6 +23,8 @@ def run_summary(state: Any, prefect_seconds: float | None = None) -> dict[str, A
         "seconds": {k: round(v, 3) for k, v in state.timings.items()},
         "pipeline_seconds": round(work, 3) if work is not None else None,
         "prefect_seconds": round(prefect_seconds, 3) if prefect_seconds is not None else None,
+        "delta_commits": dict(state.lake.committed) if getattr(state, "lake", None) else {},
+        "warnings": list(getattr(state, "warnings", ())),
     }
 
 

@@ -15,7 +15,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -29,7 +29,8 @@ from pipeline.progress import Reporter
 from pipeline.read.discover import discover
 from pipeline.read.problems import duplicate_identity, path_order
 from pipeline.storage.location import Location, transient
-from pipeline.warehouse import checks, commits, ledger, merge, tables
+from pipeline.warehouse import checks, commits, delta, ledger, merge, tables
+from pipeline.warehouse import retention as retention_gc
 from pipeline.warehouse.catalog import show
 from pipeline.warehouse.commits import Snapshot, WriterLock
 
@@ -108,6 +109,8 @@ class State:
     resolved: Resolved | None = None
     built: Built | None = None
     snapshot: Snapshot | None = None
+    lake: delta.Published | None = None  # the Delta commits that followed the snapshot
+    warnings: tuple[str, ...] = ()  # follow-up steps after the commit that did not complete
     timings: Mapping[str, float] = field(default_factory=dict)
 
     def need(self, name: str) -> Any:
@@ -477,7 +480,11 @@ def check(state: State, services: Services) -> State:
 
 
 def publish(state: State, services: Services) -> State:
-    """Commit (one create-only write), then point the catalog and ``current`` at it, then collect garbage."""
+    """Commit (one create-only write); then Delta logs, the catalog, ``current`` and garbage follow it.
+
+    What follows the commit cannot unpublish it: a failure there is a warning in the summary,
+    and the next run (or `pipeline catalog`) finishes the job.
+    """
     t0 = time.perf_counter()
     ctx, built = state.ctx, state.need("built")
     wh = ctx.warehouse
@@ -491,9 +498,41 @@ def publish(state: State, services: Services) -> State:
         {"run_id": ctx.run_id, "rows": dict(built.rows)},
     )
     faults.kill_at("after_commit")
-    show(wh, snap, tables.scratch_dir(ctx.staging))
-    commits.collect_garbage(wh, ctx.settings.gc_grace_seconds)
-    return state.timed("publish", t0, snapshot=snap)
+    lake, warnings = follow_commit(wh, snap, ctx.settings, tables.scratch_dir(ctx.staging))
+    return state.timed("publish", t0, snapshot=snap, lake=lake, warnings=tuple(warnings))
+
+
+def follow_commit(
+    wh: Location, snap: Snapshot, settings: Settings, scratch: str
+) -> tuple[delta.Published | None, list[str]]:
+    """After a commit (or to repair a warehouse): Delta tables, then the catalog and ``current``, then GC.
+
+    Each step that fails becomes a warning; GC runs only when every Delta table is up to date,
+    so that it never deletes a file a Delta version still names. The caller holds the writer lock.
+    """
+    retention = settings.retention_policy()
+    warnings: list[str] = []
+    lake: delta.Published | None = None
+    try:
+        lake = delta.catch_up(wh, snap, lambda v: commits.read_version(wh, v), timedelta(seconds=retention.log_seconds))
+        warnings += [f"Delta table {t} is behind (the next run catches up): {why}" for t, why in lake.failed.items()]
+    except Exception as exc:  # the project commit stands whatever the Delta logs do
+        warnings.append(f"Delta tables not updated (the next run catches up): {_one_line(exc)}")
+    faults.kill_at("after_delta")
+    try:
+        show(wh, snap, scratch)
+    except Exception as exc:
+        warnings.append(f"catalog not updated (the next run or `pipeline catalog` rebuilds it): {_one_line(exc)}")
+    if lake is not None and lake.complete:
+        try:
+            retention_gc.collect_garbage(wh, retention, settings.gc_grace_seconds, lake.current)
+        except Exception as exc:
+            warnings.append(f"garbage collection skipped (the next run retries): {_one_line(exc)}")
+    return lake, warnings
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
 @dataclass(frozen=True)
@@ -514,7 +553,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("resolve", resolve, doc="one article per identity URL; which rows and months change"),
     Stage("build", build, doc="merge touched months, derive providers, write the small tables"),
     Stage("check", check, doc="keys, references, ids and file accounting of the built snapshot"),
-    Stage("publish", publish, doc="commit, switch the catalog and current, collect garbage"),
+    Stage("publish", publish, doc="commit, update the Delta logs, switch the catalog and current, collect garbage"),
 )
 
 

@@ -384,68 +384,6 @@ def clean_staging(wh: Location) -> None:
         wh.delete_tree(STAGING)
 
 
-def _retired_at(wh: Location, version: int) -> float:
-    text = wh.read_text(f"{COMMITS}/{version:0{VERSION_DIGITS}d}.retired")
-    try:
-        return float(text) if text else 0.0
-    except ValueError:
-        return 0.0
-
-
-def collect_garbage(wh: Location, grace_seconds: float, now: float | None = None) -> list[str]:
-    """Delete retired commits past the grace period and data files no live commit references.
-
-    The newest commit is never retired; one the catalog showed until this run counts from its
-    ``.retired`` stamp. Returns what was deleted (relative paths).
-    """
-    now = time.time() if now is None else now
-    found = versions(wh)
-    if not found:
-        return []
-    snaps = {v: read_version(wh, v) for v in found}
-    live: set[str] = set()
-    removed: list[str] = []
-    for i, v in enumerate(found):
-        snap = snaps[v]
-        if snap is None:
-            continue
-        successor = snaps[found[i + 1]] if i + 1 < len(found) else None
-        if successor is not None:
-            since = max(successor.committed_at, _retired_at(wh, v))
-            if now - since >= grace_seconds:
-                removed += [commit_name(v), commit_name(v).replace(".json", ".retired")]
-                if wh.local:
-                    removed.append(f"{SNAPSHOTS}/{snap.id}")
-                continue
-        for rels in snap.files.values():
-            live.update(rels)
-    for entry in wh.list_files(DATA):
-        if entry.rel not in live and now - entry.mtime_ns / 1e9 >= grace_seconds:
-            removed.append(entry.rel)
-    removed += _orphan_trees(wh, {s.id for s in snaps.values() if s is not None}, grace_seconds, now)
-    wh.delete(removed)
-    return removed
-
-
-def _orphan_trees(wh: Location, committed: set[str], grace_seconds: float, now: float) -> list[str]:
-    """Local snapshot folders of no commit (older layouts) once unused for the grace period."""
-    if not wh.local or not os.path.isdir(wh.join(SNAPSHOTS)):
-        return []
-    out = []
-    for sid in os.listdir(wh.join(SNAPSHOTS)):
-        if sid in committed or sid == current_id(wh):
-            continue
-        folder = wh.join(f"{SNAPSHOTS}/{sid}")
-        try:
-            with open(os.path.join(folder, "RETIRED_AT"), encoding="utf-8") as fh:
-                since = float(fh.read().strip())
-        except (OSError, ValueError):
-            since = 0.0  # never published
-        if now - since >= grace_seconds:
-            out.append(f"{SNAPSHOTS}/{sid}")
-    return out
-
-
 # --- the layout before the commit log (local disk) -------------------------------------------
 
 

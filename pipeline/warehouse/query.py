@@ -20,14 +20,16 @@ import pyarrow.parquet as pq
 from pipeline import schema
 from pipeline.errors import QueryError
 from pipeline.storage.location import Location
-from pipeline.warehouse import commits
+from pipeline.warehouse import commits, history
 from pipeline.warehouse.catalog import memory_connection
 
 READ_ONLY = {"SELECT", "EXPLAIN"}
 
 
-def connect(warehouse: Location) -> duckdb.DuckDBPyConnection:
-    con = memory_connection(commits.require_newest(warehouse))
+def connect(warehouse: Location, as_of: str | None = None) -> duckdb.DuckDBPyConnection:
+    """Views over the newest snapshot, or over the retained version ``as_of`` names (number or time)."""
+    snap = history.as_of(warehouse, as_of) if as_of else commits.require_newest(warehouse)
+    con = memory_connection(snap)
     con.execute("SET lock_configuration = true")
     return con
 
@@ -36,8 +38,8 @@ def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
 
 
-def run_query(warehouse: Location, sql: str) -> pa.Table:
-    con = connect(warehouse)
+def run_query(warehouse: Location, sql: str, as_of: str | None = None) -> pa.Table:
+    con = connect(warehouse, as_of)
     try:
         try:
             statements = con.extract_statements(sql)
@@ -62,8 +64,8 @@ def run_query(warehouse: Location, sql: str) -> pa.Table:
         con.close()
 
 
-def list_tables(warehouse: Location) -> pa.Table:
-    con = connect(warehouse)
+def list_tables(warehouse: Location, as_of: str | None = None) -> pa.Table:
+    con = connect(warehouse, as_of)
     try:
         rows = []
         for t in schema.TABLES:
