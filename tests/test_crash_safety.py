@@ -26,6 +26,7 @@ import pytest
 from pipeline import faults
 
 from .conftest import CONTENT_TABLES, REPO, SEEDS, cli_env, export_tables, open_catalog, run_args, run_cli
+from .delta_readers import deltalake_rows, pipeline_rows
 from .test_incremental import (
     ECB,
     FED,
@@ -42,6 +43,7 @@ from .test_incremental import (
 
 FAULT_POINTS = faults.KILL_POINTS
 ALL_TABLES = (*CONTENT_TABLES, "load_runs")
+COMMITTED = ("after_commit", "after_delta")  # points after the project commit
 TIMEOUT = 120
 
 # Runs in its own process and working directory: every row of every table, digested the same way as
@@ -188,7 +190,7 @@ def test_kill_at_fault_point_keeps_previous_snapshot_then_recovers(
     killed = load(check=False, env=cli_env(**{faults.KILL_AT: point}))
     assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr)
 
-    if point == "after_commit":  # committed; `current` and the catalog still show the previous snapshot
+    if point in COMMITTED:  # committed; `current` and the catalog still show the previous snapshot
         assert newest_commit(warehouse) != previous.name
     else:
         assert newest_commit(warehouse) == previous.name
@@ -203,11 +205,12 @@ def test_kill_at_fault_point_keeps_previous_snapshot_then_recovers(
 
     load()
     assert without_run_columns(export_tables(warehouse)) == final_export
+    assert deltalake_rows(str(warehouse)) == pipeline_rows(str(warehouse))  # Delta caught up too
     assert_no_debris(warehouse)
     assert catalog_snapshot(warehouse) == current_snapshot(warehouse).name
     runs = [counters(r) for r in load_runs(warehouse)]
     change = counts(N_SEEDS, new=1, changed=2, deleted=1, parsed=3)
-    if point == "after_commit":  # the killed run published; the rerun found nothing left to do
+    if point in COMMITTED:  # the killed run published; the rerun found nothing left to do
         assert runs[1:] == [change, counts(N_SEEDS)]
     else:
         assert runs[1:] == [change]
@@ -324,8 +327,8 @@ def test_orphan_snapshot_does_not_cut_the_grace_period(load, seeds: Path, wareho
 
     reader = open_catalog(warehouse)  # a reader that connected while `previous` was current
     try:
-        load(env=cli_env(PIPELINE_GC_GRACE_SECONDS=str(grace)))
-        # `previous` was current until this very run: it must outlive it by the grace period.
+        load(env=cli_env(PIPELINE_GC_GRACE_SECONDS=str(grace), PIPELINE_RETENTION=f"{grace:g}s"))
+        # `previous` was current until this very run: it must outlive it by the retention period.
         assert reader.execute("SELECT count(*) FROM articles").fetchone() == (N_SEEDS,)
         assert previous.is_dir()
     finally:

@@ -581,21 +581,21 @@ def assert_only_months_rewritten(old: Path, new: Path, months: set[str]) -> None
         assert untouched <= set(after), f"{table}: untouched partitions lost: {untouched - set(after)}"
 
 
-def test_gc_keeps_old_snapshots_for_the_grace_period(load, seeds: Path, warehouse: Path) -> None:
+def test_gc_keeps_old_snapshots_for_the_retention_period(load, seeds: Path, warehouse: Path) -> None:
     snapshots = warehouse / "snapshots"
     load()
     first = current_snapshot(warehouse)
     set_key(seeds / ECB, "title", '"ECB Edited Once"')
     load()
     second = current_snapshot(warehouse)
-    # Default grace (an hour): the superseded snapshot stays, complete and readable.
+    # Default retention (24 hours): the superseded snapshot stays, complete and readable.
     assert sorted(os.listdir(snapshots)) == sorted([first.name, second.name])
     for table in DOCUMENT_TABLES:
         for name in os.listdir(first / table):
             pq.read_table(first / table / name)
 
     set_key(seeds / ECB, "title", '"ECB Edited Twice"')
-    load(env=cli_env(PIPELINE_GC_GRACE_SECONDS="0"))
+    load(env=cli_env(PIPELINE_RETENTION="1", PIPELINE_GC_GRACE_SECONDS="0"))  # keep the newest version only
     third = current_snapshot(warehouse)
     assert os.listdir(snapshots) == [third.name]
     # Files first written by the collected snapshots live on as hard links in the current one.

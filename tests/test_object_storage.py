@@ -472,15 +472,16 @@ def test_kill_9_on_s3_keeps_the_last_snapshot_and_the_next_run_converges(
 
     # The killed run's lease is still there: the next run waits for it to expire, then converges.
     s3_run(s3, f"s3://{bucket}/seeds", wh, "--orchestrator", "none", "--wait", "30",
-           env=cli_env(**s3.env(), **short_lease, PIPELINE_GC_GRACE_SECONDS="0"))  # fmt: skip
+           env=cli_env(**s3.env(), **short_lease, PIPELINE_GC_GRACE_SECONDS="0", PIPELINE_RETENTION="1"))  # fmt: skip
     local_run(folder, tmp_path / "oracle")
     assert export(wh) == export(str(tmp_path / "oracle"))
 
-    # Grace 0: only the newest commit and the files it names are left (plus the catalog and nothing staged).
+    # Retention 1, grace 0: only the newest commit and the files it names are left (plus the catalog, the
+    # tables' Delta logs, and nothing staged).
     loc = Location.parse(wh)
     newest = commits.read_newest(loc)
     assert newest is not None and commits.versions(loc) == [newest.version]
-    data = {e.rel for e in loc.list_files("data")}
+    data = {e.rel for e in loc.list_files("data") if "/_delta_log/" not in e.rel}
     assert data == {f for files in newest.files.values() for f in files}
     assert loc.list_files("staging") == []
 

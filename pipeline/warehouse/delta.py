@@ -300,6 +300,7 @@ def catch_up(
     known: Callable[[int], Snapshot | None],
     log_retention: timedelta,
     now: datetime | None = None,
+    tables: tuple[schema.Table, ...] = schema.TABLES,
 ) -> Published:
     """Bring every table's Delta log to the project version ``target`` (the caller holds the writer lock).
 
@@ -311,7 +312,7 @@ def catch_up(
     committed: dict[str, int] = {}
     failed: dict[str, str] = {}
     current: dict[str, frozenset[str]] = {}
-    for table in schema.TABLES:
+    for table in tables:
         try:
             version, files = _commit_table(wh, table, target, known, now_ms, log_retention)
         except Exception as exc:  # one table's log must not hide the others' (nor undo the commit)
@@ -321,3 +322,22 @@ def catch_up(
         if version is not None:
             committed[table.name] = version
     return Published(target.version, committed, failed, current)
+
+
+def project_versions(wh: Location, table: str) -> list[tuple[int, int]]:
+    """(Delta version, project version it reflects) of every Delta commit still in the table's log."""
+    dt = _open(table_uri(wh, table), storage_options(wh))
+    if dt is None:
+        return []
+    out = []
+    for entry in dt.history():
+        recorded = entry.get("pipeline_version")
+        if recorded is not None:
+            out.append((int(entry["version"]), int(recorded)))
+    return sorted(out)
+
+
+def version_for(wh: Location, table: str, project_version: int) -> int | None:
+    """The Delta version of ``table`` whose rows are those of ``project_version`` (for Delta time travel)."""
+    found = [d for d, p in project_versions(wh, table) if p <= project_version]
+    return max(found) if found else None
