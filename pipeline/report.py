@@ -24,6 +24,7 @@ def run_summary(state: Any, prefect_seconds: float | None = None) -> dict[str, A
         "pipeline_seconds": round(work, 3) if work is not None else None,
         "prefect_seconds": round(prefect_seconds, 3) if prefect_seconds is not None else None,
         "delta_commits": dict(state.lake.committed) if getattr(state, "lake", None) else {},
+        "delta_seconds": round(state.lake.seconds, 3) if getattr(state, "lake", None) else None,
         "warnings": list(getattr(state, "warnings", ())),
     }
 

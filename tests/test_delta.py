@@ -217,3 +217,16 @@ def test_footer_stats_are_exact(tmp_path: Path) -> None:
     assert stats["nullCount"] == {"key_path": 0, "file_count": 1, "first_seen_run_id": 0}
     assert stats["minValues"] == {"file_count": -7, "first_seen_run_id": "r1"}  # a 100-char string: no bound
     assert stats["maxValues"] == {"file_count": 3, "first_seen_run_id": "r3"}
+
+
+def test_the_delta_log_stays_bounded_by_checkpoints(tmp_path: Path) -> None:
+    """Every CHECKPOINT_EVERY Delta versions a checkpoint: readers replay a few JSON commits, not all of them."""
+    seeds = tmp_path / "seeds"
+    shutil.copytree(SEEDS, seeds)
+    wh = tmp_path / "warehouse"
+    for _ in range(delta.CHECKPOINT_EVERY + 1):
+        run(seeds, str(wh), cli_env())  # load_runs changes on every run: one Delta commit each
+    log = wh / "data" / "load_runs" / "_delta_log"
+    assert list(log.glob("*.checkpoint.parquet")), sorted(p.name for p in log.iterdir())  # delta-rs: at version 9
+    assert (log / "_last_checkpoint").exists()
+    assert deltalake_rows(str(wh)) == pipeline_rows(str(wh))
