@@ -6,7 +6,7 @@ On bench/generate.py's corpus (reused from bench.run when it is there), ``--repe
 fresh warehouse: a full load and a no-op rerun (``pipeline run --orchestrator none --format json``).
 From each run's own summary: ``delta_seconds`` (bringing every table's Delta log to the new
 version: footers read, actions written), the run's stage seconds (plan to publish), and the bytes
-of the Delta log entries that run wrote. Medians. Writes OUT/delta-cost.md and prints it.
+of the Delta log entries that run wrote. Medians. Writes OUT/delta-cost-N.md (and .json) and prints it.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def render(n: int, runs: list[dict[str, dict[str, float]]]) -> str:
         m = {k: statistics.median(r[name][k] for r in runs) for k in runs[0][name]}
         lines.append(
             f"| {'full load' if name == 'full' else 'no-op rerun'} | {m['delta_seconds']:.3f} | "
-            f"{m['work_seconds']:.2f} s | {100 * m['share']:.1f}% | {m['delta_commits']:.0f} | "
+            f"{m['work_seconds']:.2f} s | {100 * m['share']:.2f}% | {m['delta_commits']:.0f} | "
             f"{m['log_bytes']:,.0f} | {m['log_bytes_per_commit']:,.0f} |"
         )
     return "\n".join(lines)
@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"delta cost: run {i + 1}/{args.repeat}")
         runs.append(measure(corpus, args.out / "delta-cost-warehouse"))
     text = render(args.n, runs)
-    (args.out / "delta-cost.md").write_text(text + "\n")
-    (args.out / "delta-cost.json").write_text(json.dumps(runs, indent=1))
+    (args.out / f"delta-cost-{args.n}.md").write_text(text + "\n")
+    (args.out / f"delta-cost-{args.n}.json").write_text(json.dumps(runs, indent=1))
     print(text)
     return 0
 
