@@ -14,13 +14,15 @@ from the standard AWS environment variables (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import json
 import os
 import posixpath
+import random
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any
@@ -31,10 +33,38 @@ LOCAL = "file"
 S3 = "s3"
 _ALIASES = {"s3": S3, "s3a": S3, "file": LOCAL, "local": LOCAL}
 FETCH_CONCURRENCY = 64  # object GETs in flight per process
+ATTEMPTS = 5  # tries of one object operation on a transient error (each try is itself one botocore call)
+BACKOFF_CAP = 2.0  # seconds: the longest pause between two tries
 
 
 class StorageError(PipelineError):
     """Object storage refused or failed an operation the run cannot do without."""
+
+
+class StorageFailure(StorageError, OSError):
+    """An object operation that still failed after its retries: says which operation, which object, and why.
+
+    An ``OSError`` too (errno EIO), so code that treats I/O errors as "this file / this step
+    failed" keeps doing so; a ``PipelineError``, so the CLI prints its one line as it is.
+    """
+
+    def __init__(self, operation: str, url: str, cause: BaseException, attempts: int = 1) -> None:
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        self.operation, self.url, self.reason = operation, url, error_words(cause)
+        super().__init__(errno.EIO, f"{operation} {url} failed{tries}: {self.reason}")
+        self.transient = transient(cause)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """One object's bytes as read, and the ETag of the version they are (it may differ from the listing's)."""
+
+    data: bytes
+    etag: str | None
+    changed: bool = False  # the object was replaced after it was listed: this is the newer version
 
 
 @dataclass(frozen=True)
@@ -136,8 +166,16 @@ class Location:
         if self.local:
             with open(self.join(rel), "rb") as fh:
                 return fh.read()
-        response = self._call("get_object", Key=self.key(rel))
-        return _sync(self.fs(), response["Body"].read())  # type: ignore[no-any-return]
+        return self.get(rel).data
+
+    def get(self, rel: str, if_match: str | None = None) -> Fetched:
+        """Object stores: one whole object and its ETag, retried (body included) on transient errors.
+
+        ``if_match``: only that version (an ETag), else ``PreconditionFailed`` (an ``OSError``).
+        """
+        fs = self.fs()
+        url = self.join(rel)
+        return _sync(fs, _retry(lambda: _get(fs, self.bucket, self.key(rel), None, if_match), "GET", url))  # type: ignore[no-any-return]
 
     def read_text(self, rel: str) -> str | None:
         """A small text file, or None when it does not exist."""
@@ -150,15 +188,29 @@ class Location:
         if self.local:
             return os.path.lexists(self.join(rel))
         try:
-            self._call("head_object", Key=self.key(rel))
+            self._retried("HEAD", rel, "head_object", Key=self.key(rel))
             return True
         except FileNotFoundError:
             return False
 
-    def fetch_many(self, rels: list[str], max_bytes: int) -> list[bytes | BaseException]:
-        """Bytes of many objects, fetched concurrently; each at most ``max_bytes + 1`` bytes (to detect too large)."""
+    def fetch_many(
+        self, rels: list[str], max_bytes: int, etags: list[str | None] | None = None
+    ) -> list[bytes | BaseException]:
+        """Bytes of many objects, fetched concurrently; each at most ``max_bytes + 1`` bytes (to detect too large).
+
+        Bodies cut short, resets and throttling are retried; what still fails is a clean
+        ``StorageFailure`` for that object alone. With ``etags`` (the listing's), each object is
+        read as the listed version or, if it was replaced since, as the newer version, whole.
+        """
+        return [f.data if isinstance(f, Fetched) else f for f in self.fetch_objects(rels, max_bytes, etags)]
+
+    def fetch_objects(
+        self, rels: list[str], max_bytes: int, etags: list[str | None] | None = None
+    ) -> list[Fetched | BaseException]:
+        """``fetch_many`` with each result's ETag: a caller records the version it actually read."""
         fs = self.fs()
-        return _sync(fs, _fetch_all(fs, self.bucket, [self.key(r) for r in rels], max_bytes))  # type: ignore[no-any-return]
+        tags: list[str | None] = list(etags) if etags is not None else [None] * len(rels)
+        return _sync(fs, _fetch_all(fs, self, rels, tags, max_bytes))  # type: ignore[no-any-return]
 
     def list_files(self, rel: str = "") -> list[Entry]:
         """Every file under ``rel`` (recursive), with sizes; hidden and folder entries included as stored."""
@@ -190,7 +242,7 @@ class Location:
                 kwargs["Delimiter"] = delimiter
             if token:
                 kwargs["ContinuationToken"] = token
-            page = self._call("list_objects_v2", **kwargs)
+            page = self._retried("LIST", prefix[len(self.key("")) :], "list_objects_v2", **kwargs)
             for obj in page.get("Contents", []):
                 yield obj["Key"], int(obj["Size"]), _ns(obj["LastModified"]), str(obj.get("ETag", "")).strip('"')
             for common in page.get("CommonPrefixes", []):
@@ -211,7 +263,7 @@ class Location:
             path = self.join(rel)
             os.replace(_synced_copy(path, data), path)
             return
-        self._call("put_object", Key=self.key(rel), Body=data)
+        self._retried("PUT", rel, "put_object", Key=self.key(rel), Body=data)
 
     def create_only(self, rel: str, data: bytes) -> bool:
         """Write ``rel`` only if it does not exist yet, atomically; False when it already exists.
@@ -232,8 +284,34 @@ class Location:
             fsync_dir(os.path.dirname(path))
             return True
         try:
-            self._call("put_object", Key=self.key(rel), Body=data, IfNoneMatch="*")
-        except FileExistsError:
+            self._retried("PUT (create-only)", rel, "put_object", Key=self.key(rel), Body=data, IfNoneMatch="*")
+        except OSError as exc:
+            if not (isinstance(exc, FileExistsError) or _precondition_failed(exc)):
+                raise
+            return self._holds(rel, data) is not None  # a retry of our own applied PUT also gets 412
+        return True
+
+    def replace_if(self, rel: str, data: bytes, etag: str) -> str | None:
+        """Object stores: replace ``rel`` only if its ETag is still ``etag``; the new ETag, or None if it changed.
+
+        A 412 is settled by reading back: when the PUT was applied but its reply was lost, the
+        retry finds the object changed, by us. ``data`` must be unique to the writer (a run id).
+        """
+        try:
+            out = self._retried(
+                "PUT (if unchanged)", rel, "put_object", Key=self.key(rel), Body=data, IfMatch=f'"{etag}"'
+            )
+        except OSError as exc:
+            if not (isinstance(exc, (FileExistsError, FileNotFoundError)) or _precondition_failed(exc)):
+                raise
+            return self._holds(rel, data)
+        return str(out.get("ETag", "")).strip('"')
+
+    def delete_if(self, rel: str, etag: str) -> bool:
+        """Object stores: delete ``rel`` only while its ETag is ``etag`` (never someone else's newer object)."""
+        try:
+            self._retried("DELETE (if unchanged)", rel, "delete_object", Key=self.key(rel), IfMatch=f'"{etag}"')
+        except FileNotFoundError:
             return False
         except OSError as exc:
             if _precondition_failed(exc):
@@ -241,25 +319,27 @@ class Location:
             raise
         return True
 
-    def replace_if(self, rel: str, data: bytes, etag: str) -> str | None:
-        """Object stores: replace ``rel`` only if its ETag is still ``etag``; the new ETag, or None if it changed."""
-        try:
-            out = self._call("put_object", Key=self.key(rel), Body=data, IfMatch=f'"{etag}"')
-        except (FileExistsError, FileNotFoundError):
-            return None
-        except OSError as exc:
-            if _precondition_failed(exc):
-                return None
-            raise
-        return str(out.get("ETag", "")).strip('"')
+    def _holds(self, rel: str, data: bytes) -> str | None:
+        """The ETag of ``rel`` when it holds exactly ``data`` (our own write), else None."""
+        found = self.head(rel)
+        return found[1] if found is not None and found[0] == data else None
 
     def head(self, rel: str) -> tuple[bytes, str] | None:
         """Object stores: (bytes, ETag) of a small object, or None when missing."""
         try:
-            out = self._call("get_object", Key=self.key(rel))
+            got = self.get(rel)
         except FileNotFoundError:
             return None
-        return _sync(self.fs(), out["Body"].read()), str(out.get("ETag", "")).strip('"')
+        return got.data, got.etag or ""
+
+    def _retried(self, operation: str, rel: str, method: str, **kwargs: Any) -> Any:
+        """One raw S3 call, tried again on transient errors; a final failure names the operation and object."""
+        fs = self.fs()
+
+        async def call() -> Any:
+            return await fs._call_s3(method, Bucket=self.bucket, **kwargs)
+
+        return _sync(fs, _retry(call, operation, self.join(rel)))
 
     def open_write(self, rel: str) -> IO[bytes]:
         """A binary stream that becomes ``rel`` when closed (local: written in place; remote: multipart upload)."""
@@ -279,7 +359,8 @@ class Location:
             os.replace(tmp, target)
             return
         with open(local_path, "rb") as fh:
-            self._call("put_object", Key=self.key(rel), Body=fh.read())
+            body = fh.read()
+        self._retried("PUT", rel, "put_object", Key=self.key(rel), Body=body)
 
     def delete(self, rels: list[str]) -> None:
         """Remove files (missing ones are fine)."""
@@ -296,7 +377,8 @@ class Location:
             return
         for i in range(0, len(rels), 1000):
             chunk = rels[i : i + 1000]
-            self._call("delete_objects", Delete={"Objects": [{"Key": self.key(r)} for r in chunk], "Quiet": True})
+            objects = {"Objects": [{"Key": self.key(r)} for r in chunk], "Quiet": True}
+            self._retried(f"DELETE ({len(chunk)} objects)", chunk[0], "delete_objects", Delete=objects)
 
     def delete_tree(self, rel: str) -> None:
         if self.local:
@@ -320,8 +402,81 @@ PERMANENT = (PermissionError, FileNotFoundError, NotADirectoryError, IsADirector
 
 
 def transient(exc: BaseException) -> bool:
-    """An I/O error worth another try (a dropped connection, throttling, EIO on a network mount)."""
-    return isinstance(exc, OSError) and not isinstance(exc, PERMANENT)
+    """An I/O error worth another try (a dropped connection, throttling, a body cut short, EIO on a network mount).
+
+    A 412 (a condition did not hold) is an answer, not a failure; neither is a missing object.
+    """
+    flagged = getattr(exc, "transient", None)
+    if isinstance(flagged, bool):
+        return flagged
+    if isinstance(exc, OSError):
+        return not isinstance(exc, PERMANENT) and not _precondition_failed(exc)
+    return _network_error(exc)
+
+
+def _network_error(exc: BaseException) -> bool:
+    """aiohttp and botocore errors that mean the connection or the reply failed (they are no OSError)."""
+    try:
+        import aiohttp
+        import botocore.exceptions as bex
+    except ImportError:  # pragma: no cover - s3fs brings both
+        return False
+    return isinstance(exc, (aiohttp.ClientError, bex.HTTPClientError, bex.ConnectionError, bex.ResponseStreamingError))
+
+
+def error_words(exc: BaseException) -> str:
+    """What went wrong, in words a user can act on: the HTTP status or the kind of failure, no library internals."""
+    text = str(exc)
+    for needle, words in (
+        ("SlowDown", "HTTP 503 SlowDown (throttled)"),
+        ("ServiceUnavailable", "HTTP 503 (service unavailable)"),
+        ("InternalError", "HTTP 500 (internal error)"),
+        ("AccessDenied", "HTTP 403 (access denied)"),
+        ("Access Denied", "HTTP 403 (access denied)"),
+        ("NoSuchBucket", "HTTP 404 (no such bucket)"),
+    ):
+        if needle in text:
+            return words
+    if type(exc).__name__ == "ClientPayloadError" or isinstance(exc, IncompleteBody):
+        return "the reply was cut short"
+    if _precondition_failed(exc):
+        return "HTTP 412 (changed by someone else)"
+    if isinstance(exc, FileNotFoundError):
+        return "not found"
+    if isinstance(exc, PermissionError):
+        return "access denied"
+    if isinstance(exc, TimeoutError) or "timeout" in type(exc).__name__.lower():
+        return "timed out"
+    if _network_error(exc) or isinstance(exc, ConnectionError):
+        return "the connection failed"
+    if isinstance(exc, OSError) and exc.strerror:
+        return " ".join(str(exc.strerror).split())[:200]
+    return type(exc).__name__
+
+
+class IncompleteBody(OSError):
+    """A reply body shorter than its Content-Length said: never taken for the whole object."""
+
+    transient = True
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before try ``attempt + 1``: exponential from 0.1 s, capped, with full jitter."""
+    return random.uniform(0, min(BACKOFF_CAP, 0.1 * 2**attempt))
+
+
+async def _retry(call: Callable[[], Awaitable[Any]], operation: str, url: str) -> Any:
+    """``call()`` until it succeeds, fails for good, or ``ATTEMPTS`` tries failed transiently."""
+    for attempt in range(ATTEMPTS):
+        try:
+            return await call()
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            if attempt == ATTEMPTS - 1:
+                raise StorageFailure(operation, url, exc, ATTEMPTS) from exc
+            await asyncio.sleep(backoff(attempt))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def fsync_dir(path: str) -> None:
@@ -373,22 +528,64 @@ def _sync(fs: Any, coro: Any) -> Any:
     return sync(fs.loop, run)
 
 
-async def _fetch_all(fs: Any, bucket: str, keys: list[str], max_bytes: int) -> list[bytes | BaseException]:
+async def _get(fs: Any, bucket: str, key: str, byte_range: str | None, if_match: str | None) -> Fetched:
+    """One GET, its body read whole and checked against the length the server announced."""
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
+    if byte_range:
+        kwargs["Range"] = byte_range
+    if if_match:
+        kwargs["IfMatch"] = f'"{if_match}"'
+    out = await fs._call_s3("get_object", **kwargs)
+    async with out["Body"] as body:
+        data: bytes = await body.read()
+    expected = out.get("ContentLength")
+    if isinstance(expected, int) and len(data) != expected:
+        raise IncompleteBody(errno.EIO, f"got {len(data)} of {expected} bytes")
+    return Fetched(data, str(out.get("ETag", "")).strip('"') or None)
+
+
+def _empty_object(exc: BaseException) -> bool:
+    return any(s in str(exc) for s in ("InvalidRange", "416", "range is not satisfiable"))
+
+
+async def _fetch_one(fs: Any, loc: Location, rel: str, etag: str | None, max_bytes: int) -> Fetched | BaseException:
+    """One listed object, as the listed version (``etag``) or, if it was replaced since, as its newer version.
+
+    Never a mix: each result is one GET's whole body. A 412 means "changed since the listing":
+    the object is read once more without the condition, and the result says so.
+    """
+    key, url, span = loc.key(rel), loc.join(rel), f"bytes=0-{max_bytes}"
+    try:
+        return await _retry(lambda: _get(fs, loc.bucket, key, span, etag), "GET", url)  # type: ignore[no-any-return]
+    except Exception as exc:  # per-object outcome: the caller quarantines this file only
+        if _empty_object(exc):
+            return Fetched(b"", etag)  # a zero-byte object has no byte 0
+        if etag is None or not _precondition_failed(exc):
+            return _clean(exc, url)
+    try:
+        newer: Fetched = await _retry(lambda: _get(fs, loc.bucket, key, span, None), "GET", url)
+        return Fetched(newer.data, newer.etag, changed=True)
+    except Exception as exc:
+        return Fetched(b"", None, changed=True) if _empty_object(exc) else _clean(exc, url)
+
+
+def _clean(exc: BaseException, url: str) -> BaseException:
+    """A per-object failure as one clean line (operation, object, reason); a missing object stays FileNotFoundError."""
+    if isinstance(exc, (StorageFailure, FileNotFoundError, PermissionError)):
+        return exc
+    return StorageFailure("GET", url, exc)
+
+
+async def _fetch_all(
+    fs: Any, loc: Location, rels: list[str], etags: list[str | None], max_bytes: int
+) -> list[Fetched | BaseException]:
     gate = asyncio.Semaphore(FETCH_CONCURRENCY)
 
-    async def one(key: str) -> bytes | BaseException:
+    async def one(rel: str, etag: str | None) -> Fetched | BaseException:
         async with gate:
-            try:
-                out = await fs._call_s3("get_object", Bucket=bucket, Key=key, Range=f"bytes=0-{max_bytes}")
-                async with out["Body"] as body:
-                    data: bytes = await body.read()
-                return data
-            except Exception as exc:  # per-object outcome: the caller quarantines this file only
-                if any(s in str(exc) for s in ("InvalidRange", "416", "range is not satisfiable")):
-                    return b""  # a zero-byte object has no byte 0
-                return exc
+            return await _fetch_one(fs, loc, rel, etag, max_bytes)
 
-    return list(await asyncio.gather(*(one(k) for k in keys)))
+    return list(await asyncio.gather(*(one(r, e) for r, e in zip(rels, etags, strict=True))))
 
 
 def relpath_ok(rel: str) -> bool:
