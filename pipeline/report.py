@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 
@@ -29,6 +30,38 @@ def run_summary(state: Any, prefect_seconds: float | None = None) -> dict[str, A
     }
 
 
+SHOWN_ITEMS = 20  # names listed on one human line before "+N more"
+SHOWN_CHARS = 200  # characters of one name shown on a human line
+
+
+# Characters that would act on a terminal or reshape the line instead of showing: C0 and C1
+# controls, DEL, line/paragraph separators, and the bidirectional overrides and isolates.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(m: re.Match[str]) -> str:
+    code = ord(m.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` for a terminal: control characters as ``\\xNN``/``\\uNNNN`` escapes, so a file name
+    with an ANSI escape or a newline can neither drive the terminal nor split a line. Human output
+    only: JSON output keeps names exact."""
+    return _UNPRINTABLE.sub(_escape, text) if _UNPRINTABLE.search(text) else text
+
+
+def bounded_list(items: list[str], limit: int = SHOWN_ITEMS) -> str:
+    """At most ``limit`` names (each escaped and cut to ``SHOWN_CHARS``), then "+N more": a run with
+    100,000 new keys prints one short line, not a megabyte (the full list is in the JSON summary)."""
+    shown = []
+    for item in items[:limit]:
+        text = printable(item)
+        shown.append(text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "…")
+    more = f" (+{len(items) - limit:,} more)" if len(items) > limit else ""
+    return ", ".join(shown) + more
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     f = summary["files"]
     lines = [
@@ -44,7 +77,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         "  rows: " + ", ".join(f"{t} {n}" for t, n in summary["rows"].items()),
     ]
     if summary["new_unknown_keys"]:
-        lines.append("  new unknown keys (kept in extra): " + ", ".join(summary["new_unknown_keys"]))
+        lines.append("  new unknown keys (kept in extra): " + bounded_list(summary["new_unknown_keys"]))
     timing = f"  pipeline work {summary['pipeline_seconds']}s"
     if summary.get("prefect_seconds") is not None:
         timing += f", Prefect overhead {summary['prefect_seconds']}s"
@@ -63,8 +96,9 @@ def rejects_markdown(rows: list[dict[str, Any]], limit: int = 200) -> str:
         return "No quarantined files."
     lines = ["| file | stage | reason | message |", "|---|---|---|---|"]
     for r in rows[:limit]:
-        msg = str(r["message"]).replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| `{r['source_path']}` | {r['stage']} | {r['reason']} | {msg} |")
+        msg = printable(str(r["message"])).replace("|", "\\|")
+        path = printable(str(r["source_path"])).replace("|", "\\|")
+        lines.append(f"| `{path}` | {r['stage']} | {r['reason']} | {msg} |")
     if len(rows) > limit:
         lines.append(f"| … | | | {len(rows) - limit} more in the rejects table |")
     return "\n".join(lines)

@@ -30,7 +30,8 @@ import pyarrow.parquet as pq
 
 from pipeline import faults, schema
 from pipeline.errors import PipelineError
-from pipeline.read.extract import Loaded, enable_fast_yaml, extract, read_capped, sha256
+from pipeline.read.discover import raw_name
+from pipeline.read.extract import Loaded, enable_fast_yaml, extract, read_seed, sha256
 from pipeline.read.normalize import Source
 from pipeline.read.problems import Problem, ProblemError
 from pipeline.storage.location import Location
@@ -43,11 +44,11 @@ FETCH_SLICE_BYTES = 64 * 1024 * 1024  # ... or bytes held in memory at once per 
 
 @dataclass(frozen=True)
 class Job:
-    rel: str
+    rel: str  # shown path (``discover.shown_name``)
     size: int
-    mtime_ns: int
+    mtime_ns: int | None  # None: beyond int64 (``discover.mtime_or_none``)
     etag: str | None = None
-    target: str | None = None  # local symlink target inside the seeds folder
+    target: str | None = None  # local: discovery saw a symlink here, to a file inside the seeds folder
     old_sha: str | None = None  # content hash of the last loaded version, when known
 
 
@@ -146,12 +147,13 @@ def process_file(job: Job, data: bytes | BaseException, run_id: str, max_bytes: 
     return outcome, result
 
 
-def _read_local(spec: BatchSpec, job: Job) -> bytes | BaseException:
+def _read_local(spec: BatchSpec, job: Job, real_root: str) -> bytes | BaseException:
+    """The file's bytes, or why not: any error about this one file becomes its reject row."""
     if job.size > spec.max_bytes:
         return ProblemError(_too_large(spec.max_bytes))
     try:
-        return read_capped(job.target or spec.seeds.join(job.rel), spec.max_bytes)
-    except (ProblemError, OSError) as exc:
+        return read_seed(real_root, raw_name(job.rel), job.target is not None, spec.max_bytes)
+    except (ProblemError, OSError, ValueError) as exc:  # ValueError: a NUL in a path
         return exc
 
 
@@ -171,8 +173,9 @@ def _slices(spec: BatchSpec) -> Iterator[list[Job]]:
 
 def _contents(spec: BatchSpec) -> Iterator[tuple[Job, bytes | BaseException]]:
     if spec.seeds.local:
+        real_root = os.path.realpath(spec.seeds.root)  # discovery resolved the root the same way
         for job in spec.jobs:
-            yield job, _read_local(spec, job)
+            yield job, _read_local(spec, job, real_root)
         return
     for part in _slices(spec):
         wanted = [j for j in part if j.size <= spec.max_bytes]

@@ -15,6 +15,7 @@ from pipeline.engine.fanout import LocalFanout
 from pipeline.engine.parse import BatchSpec, Job, batch_size
 from pipeline.read.discover import discover
 from pipeline.read.problems import duplicate_identity, path_order
+from pipeline.report import printable
 from pipeline.storage.location import Location
 
 
@@ -58,12 +59,15 @@ def validate_folder(settings: Settings) -> list[dict[str, Any]]:
 
 
 def format_report(report: list[dict[str, Any]]) -> str:
+    """One line per file for a person: names and messages with control characters escaped
+    (``report.printable``), so a name holding an ANSI escape or a newline cannot drive the
+    terminal or split its line. ``--format json`` keeps them exact."""
     lines = []
     for e in report:
         if e["ok"]:
-            lines.append(f"ok      {e['path']}")
+            lines.append(f"ok      {printable(e['path'])}")
         else:
-            lines.append(f"REJECT  {e['path']}: [{e['reason']}] {e['message']}")
+            lines.append(f"REJECT  {printable(e['path'])}: [{e['reason']}] {printable(str(e['message']))}")
     bad = [e for e in report if not e["ok"]]
     reasons = Counter(e["reason"] for e in bad)
     lines.append(

@@ -1,4 +1,4 @@
-"""Find seed files: recursive, deterministic order, hidden entries skipped, no escape by links or keys.
+r"""Find seed files: recursive, deterministic order, hidden entries skipped, no escape by links or keys.
 
 Local disk: symlinked folders are never followed (no loops, no escape). A symlinked file
 is read only when its target lies inside the seeds folder; otherwise it is reported, not
@@ -9,7 +9,23 @@ Object stores: keys are listed exactly as stored. Zero-byte ``folder/`` markers 
 folders, not files; a key with an empty, '.' or '..' segment is reported, never read.
 
 A folder (or prefix) that cannot be listed is reported as *unlisted*, never read as
-"empty": the run keeps what it knew of the files under it, exactly as it was.
+"empty": the run keeps what it knew of the files under it, exactly as it was. Anything else
+that goes wrong with one entry (a stat that fails with EACCES, ENOENT in a race, ELOOP,
+ENAMETOOLONG) is that entry's reject row; only the seeds folder itself can fail a run.
+
+Shown names (``source_path``): a local file name is bytes, and the shown form must be one
+string per byte sequence, reversible (``raw_name``) and injective, so that two files never
+share a row. It is backslash escaping: a backslash is shown as ``\\`` and each byte that is
+not part of valid UTF-8 as ``\xNN`` (lowercase hex); every other character is itself. So a
+valid UTF-8 name without a backslash is shown unchanged, ``b'x\xff.md'`` is ``x\xff.md`` and
+``b'x\\xff.md'`` (a real backslash) is ``x\\xff.md``. Names that are not valid UTF-8 are still
+refused (``bad_file_name``), under their shown name; names with a backslash load. Object keys
+are text already and are shown exactly as stored.
+
+Modification times are nanoseconds in an int64 column. A time that does not fit (past
+2262-04-11 or before 1677-09-21, e.g. ``touch -d 2263-01-01``) is not clamped or wrapped:
+it is stored as NULL, "unknown", and such a file is read and hashed by every run (an
+unchanged hash keeps its rows as they are), because an unknown time cannot prove it unchanged.
 """
 
 from __future__ import annotations
@@ -41,9 +57,9 @@ T = TypeVar("T")
 class Found(NamedTuple):
     """A file to consider; a tuple because a folder may hold millions of them."""
 
-    rel: str  # '/'-separated path relative to the seeds root
+    rel: str  # '/'-separated shown path relative to the seeds root (``shown_name``)
     size: int
-    mtime_ns: int
+    mtime_ns: int | None  # None: the time does not fit in int64 nanoseconds (see the module docstring)
     target: str | None = None  # resolved path when the entry is a symlink (inside the seeds folder)
     etag: str | None = None  # object stores: the listed ETag
 
@@ -109,13 +125,49 @@ class Discovery:
         return [Found(*row.values()) for row in self.table().to_pylist()]
 
 
-def _display(name: str) -> str:
-    """File names that are not valid UTF-8 are shown with backslash escapes."""
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_ESCAPED = re.compile(r"\\(?:\\|x([0-9a-f]{2}))")
+
+
+def utf8(name: str) -> bool:
+    """True when the (surrogate-escaped) name from the OS is valid UTF-8."""
     try:
         name.encode("utf-8")
-        return name  # the usual case: nothing to escape
+        return True
     except UnicodeEncodeError:
-        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return False
+
+
+def shown_name(name: str) -> str:
+    """The one shown form of a local path (see the module docstring): injective and reversible.
+
+    ``name`` is what the OS gave (undecodable bytes as surrogate escapes); the result is valid
+    UTF-8 text that only ``raw_name`` turns back into the same bytes.
+    """
+    if "\\" not in name and (name.isascii() or utf8(name)):
+        return name  # the usual case: nothing to escape
+    out = []
+    for ch in name:
+        if ch == "\\":
+            out.append("\\\\")
+        elif "\udc80" <= ch <= "\udcff":
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def raw_name(shown: str) -> str:
+    """The OS name (surrogate escapes for undecodable bytes) of a shown local path."""
+    if "\\" not in shown:
+        return shown
+    return _ESCAPED.sub(lambda m: "\\" if m.group(1) is None else chr(0xDC00 + int(m.group(1), 16)), shown)
+
+
+def mtime_or_none(st: os.stat_result) -> int | None:
+    """The modification time in ns when it fits the int64 column; None (unknown) otherwise."""
+    ns = st.st_mtime_ns
+    return ns if INT64_MIN <= ns <= INT64_MAX else None
 
 
 @functools.lru_cache(maxsize=16)
@@ -165,7 +217,7 @@ def _discover_local(root: str, patterns: tuple[str, ...]) -> Discovery:
         except OSError as exc:
             if not prefix:
                 raise  # the seeds folder itself: the run fails (and is retried), nothing is deleted
-            out.unlisted.append(_unlisted(prefix, exc))
+            out.unlisted.append(_unlisted(shown_name(prefix), exc))
             continue
         match = _matcher(patterns)
         found: list[Found] = []
@@ -173,7 +225,7 @@ def _discover_local(root: str, patterns: tuple[str, ...]) -> Discovery:
             name = entry.name
             if name[0] == ".":
                 continue
-            rel = prefix + name
+            rel = prefix + name  # the OS name; shown_name() of it is what rows hold
             try:
                 is_dir = entry.is_dir(follow_symlinks=False)
             except OSError:
@@ -181,7 +233,7 @@ def _discover_local(root: str, patterns: tuple[str, ...]) -> Discovery:
             if is_dir:
                 stack.append((f"{rel}/", entry.path))
             elif match(name) is not None:
-                item = _regular(entry, rel) or _classify(entry, rel, real_root)
+                item = _regular(entry, rel) or _refusing_errors(entry, rel, real_root)
                 if isinstance(item, Found):
                     found.append(item)
                 else:
@@ -191,20 +243,32 @@ def _discover_local(root: str, patterns: tuple[str, ...]) -> Discovery:
 
 
 def _regular(entry: os.DirEntry[str], rel: str) -> Found | None:
-    """The common case, fast: a regular file (not a link) with a UTF-8 name; None for anything else."""
-    if not rel.isascii() and _display(rel) != rel:
+    """The common case, fast: a regular file (not a link) with a plain name and an int64 mtime;
+    None for anything else (``_classify`` decides those)."""
+    if "\\" in rel or not (rel.isascii() or utf8(rel)):
         return None
     try:
         st = entry.stat(follow_symlinks=False)  # a symbolic link is not S_ISREG: _classify takes it
     except OSError:
         return None
-    return Found(rel, st.st_size, st.st_mtime_ns) if S_ISREG(st.st_mode) else None
+    if not S_ISREG(st.st_mode) or not INT64_MIN <= st.st_mtime_ns <= INT64_MAX:
+        return None
+    return Found(rel, st.st_size, st.st_mtime_ns)
 
 
-def _classify(entry: os.DirEntry[str], rel: str, real_root: str) -> Found | Refused:
-    shown = _display(rel)
-    if shown != rel:
-        return Refused(shown, Problem("bad_file_name", "file name is not valid UTF-8; rename the file"))
+def _refusing_errors(entry: os.DirEntry[str], rel: str, real_root: str) -> Found | Refused:
+    """``_classify``, with any OS error about this one entry turned into its reject row."""
+    try:
+        return _classify(entry, rel, real_root)
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        return Refused(shown_name(rel), Problem("unreadable", f"cannot inspect file: {why}"))
+
+
+def _classify(entry: os.DirEntry[str], os_rel: str, real_root: str) -> Found | Refused:
+    rel = shown_name(os_rel)
+    if not utf8(os_rel):
+        return Refused(rel, Problem("bad_file_name", "file name is not valid UTF-8; rename the file"))
     path, target = entry.path, None
     if entry.is_symlink():
         target = os.path.realpath(path)
@@ -219,8 +283,9 @@ def _classify(entry: os.DirEntry[str], rel: str, real_root: str) -> Found | Refu
     except OSError as exc:
         return Refused(rel, Problem("unreadable", f"cannot stat file: {exc.strerror}"))
     if not stat.S_ISREG(st.st_mode):
-        return Refused(rel, Problem("not_regular_file", "not a regular file (FIFO, device or folder)"))
-    return Found(rel, st.st_size, st.st_mtime_ns, target)
+        return Refused(rel, Problem("not_regular_file", "not a regular file (FIFO, device, socket or folder)"))
+    # The target is a flag for the reader (it resolves the link again, with care): shown, as text.
+    return Found(rel, st.st_size, mtime_or_none(st), None if target is None else shown_name(target))
 
 
 def _retry(fn: Callable[[], T]) -> T:

@@ -9,9 +9,13 @@ because it returns empty metadata instead of an error for several broken inputs.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import re
+import unicodedata
 from dataclasses import dataclass
+from stat import S_ISREG
 
 from pipeline.read import fast_yaml
 from pipeline.read.contract import Checked, check_document
@@ -48,12 +52,75 @@ class Loaded:
     unknown_keys: frozenset[str]
 
 
-def read_capped(path: str, max_bytes: int) -> bytes:
-    """Read at most ``max_bytes``; a larger file is refused, never truncated."""
-    with open(path, "rb") as fh:
+def _too_large(max_bytes: int) -> ProblemError:
+    return ProblemError(Problem("too_large", f"file is larger than the {max_bytes:,}-byte cap (max_file_bytes)"))
+
+
+def _changed(what: str) -> ProblemError:
+    """A file that is no longer what discovery listed. ``unreadable`` is retried by every run, so
+    the next run's discovery decides what the path now is."""
+    return ProblemError(Problem("unreadable", f"{what} after it was listed; not read (the next run looks again)"))
+
+
+# No O_CREAT: a reader never makes a file. O_NOFOLLOW: a link swapped in is not followed.
+# O_NONBLOCK: opening a FIFO (or a device) swapped in never waits for a writer.
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0)
+_DIR_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def _open_beneath(real_root: str, parts: list[str]) -> int:
+    """Open ``real_root/part/.../part`` one component at a time, never following a link.
+
+    O_NOFOLLOW alone guards only the last component; walking with ``dir_fd`` also refuses a
+    folder on the way that was replaced by a link (ELOOP or ENOTDIR).
+    """
+    fd = os.open(real_root, _DIR_FLAGS)
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        return os.open(parts[-1], _FILE_FLAGS, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def _open_seed(real_root: str, os_rel: str, linked: bool) -> int:
+    """A descriptor of the file now at ``os_rel``; a link is followed only if discovery saw a link
+    there (``linked``) and it still resolves inside the seeds folder."""
+    try:
+        return _open_beneath(real_root, os_rel.split("/"))
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+            raise
+        if not linked:
+            raise _changed("a symbolic link took its place (or a folder on its path)") from None
+    target = os.path.realpath(os.path.join(real_root, os_rel))
+    if os.path.commonpath([target, real_root]) != real_root or target == real_root:
+        raise _changed("its symbolic link now points outside the seeds folder") from None
+    try:
+        return _open_beneath(real_root, os.path.relpath(target, real_root).split(os.sep))
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+            raise _changed("its symbolic link's target was replaced by another link") from None
+        raise
+
+
+def read_seed(real_root: str, os_rel: str, linked: bool, max_bytes: int) -> bytes:
+    """Read one local seed race-safely: open without following links or blocking, ``fstat`` the
+    descriptor, and read from it only a regular file within the cap (larger: refused, never
+    truncated). Whatever the path became after discovery, this returns or raises at once.
+    """
+    fd = _open_seed(real_root, os_rel, linked)
+    with open(fd, "rb", closefd=True) as fh:
+        st = os.fstat(fd)
+        if not S_ISREG(st.st_mode):
+            raise _changed("it became a FIFO, device, socket or folder")
+        if st.st_size > max_bytes:
+            raise _too_large(max_bytes)
         data = fh.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise ProblemError(Problem("too_large", f"file is larger than the {max_bytes:,}-byte cap (max_file_bytes)"))
+        raise _too_large(max_bytes)  # it grew while being read
     return data
 
 
@@ -91,20 +158,62 @@ def decode(data: bytes) -> str:
     return text
 
 
+_CR_ONLY_OPENER = re.compile(r"-{3,}[ \t]*\r(?!\n)")
+# Characters that show as nothing (or as a plain space) but are not the ASCII blanks a '---' line
+# may have around it: format characters (U+200B, U+FEFF, U+2060, ...) and non-ASCII spaces (U+00A0).
+_INVISIBLE_CATEGORIES = frozenset(("Cf", "Zs", "Zl", "Zp", "Mn", "Me", "Co", "Cn"))
+_HANGUL_FILLERS = frozenset("\u115f\u1160\u3164\uffa0")
+
+
+def _invisible(ch: str) -> bool:
+    return ch not in " \t" and (unicodedata.category(ch) in _INVISIBLE_CATEGORIES or ch in _HANGUL_FILLERS)
+
+
+def _no_frontmatter(text: str, start: int) -> Problem:
+    """Why the text (from ``start``, its first non-blank character) does not open with '---'.
+
+    The generic answer hides two causes a person cannot see in an editor: CR-only line endings
+    (the '---' line never ends, to the frontmatter parser) and an invisible character on the
+    opening line; both are named, the character by its code point and file position.
+    """
+    line, _ = _position(text, start)
+    if _CR_ONLY_OPENER.match(text, start):
+        return Problem(
+            "no_frontmatter",
+            "no frontmatter: the file has CR-only line endings (classic Mac OS), so its '---' line never ends; "
+            "save it with LF (or CRLF) line endings",
+            line,
+            1,
+        )
+    end = text.find("\n", start)
+    first_line = text[start : len(text) if end < 0 else end]
+    odd = next((i for i, ch in enumerate(first_line) if _invisible(ch)), None)
+    if odd is not None and "---" in first_line:
+        ch = first_line[odd]
+        where_line, col = _position(text, start + odd)
+        name = unicodedata.name(ch, "unnamed")
+        return Problem(
+            "no_frontmatter",
+            f"no frontmatter: invisible character U+{ord(ch):04X} ({name}) at line {where_line}, column {col} "
+            "on the opening '---' line; remove it",
+            where_line,
+            col,
+        )
+    return Problem(
+        "no_frontmatter",
+        "no frontmatter: the file must start with a '---' line, then YAML, then a closing '---' line",
+        line,
+        1,
+    )
+
+
 def split_frontmatter(text: str) -> tuple[object, str]:
     """Find the frontmatter block and load it strictly; return (metadata, body)."""
     stripped = text.lstrip()
     offset_lines = text.count("\n", 0, len(text) - len(stripped))
     probe = StrictYAMLHandler()
     if not probe.detect(stripped):
-        raise ProblemError(
-            Problem(
-                "no_frontmatter",
-                "no frontmatter: the file must start with a '---' line, then YAML, then a closing '---' line",
-                offset_lines + 1,
-                1,
-            )
-        )
+        raise ProblemError(_no_frontmatter(text, len(text) - len(stripped)))
     try:
         fm, body = probe.split(stripped)
     except ValueError:

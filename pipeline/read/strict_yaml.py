@@ -96,8 +96,10 @@ class _Builder:
         if isinstance(node, ScalarNode):
             if tag == STR_TAG:
                 return node.value
-            if tag == NULL_TAG:
-                return None
+            if tag == NULL_TAG and not node.style and node.value in _NULLS:
+                return None  # a plain null (an explicit ``!!null`` on a plain null changes nothing)
+            # Anything else tagged null was given a tag explicitly: ``!!null "text"`` would drop the
+            # text, so it is refused like every other explicit tag.
         elif depth >= MAX_DEPTH:
             raise _problem(
                 "nesting_too_deep",

@@ -148,9 +148,13 @@ def plan(
     # Rejects whose cause may lie outside the file are read again although unchanged (problems.REASONS).
     always = ", ".join(literal(r) for r in retried(Retry.ALWAYS))
     if_cap = ", ".join(literal(r) for r in retried(Retry.IF_CAP_RAISED))
-    same = f"""
+    # coalesce(..., false): a NULL size or time (a path refused at discovery has no size; a time
+    # beyond int64 is unknown) never proves a file unchanged. Without it the comparison is NULL,
+    # and the file would be neither kept nor read: stuck out of the manifest for good.
+    same = f"""coalesce(
         p.size = d.size AND coalesce(p.etag = d.etag, p.mtime_ns = d.mtime_ns) AND NOT (
-            p.status = 'rejected' AND (p.reason IN ({always}) OR (p.reason IN ({if_cap}) AND p.size <= {int(max_bytes)})))
+            p.status = 'rejected' AND (p.reason IN ({always}) OR (p.reason IN ({if_cap}) AND p.size <= {int(max_bytes)}))),
+        false)
     """
     under = _under(unlisted)
     tables = {"prev": prev, "disc": discovered}
