@@ -1,111 +1,189 @@
-"""Post-load checks, run on a built snapshot before it may be published.
+"""Post-load checks, declared as data beside the schema and run by one small runner before a publish.
 
-Keys unique, no child without its parent, ids well-formed, one article per
-loaded file, and the run's file accounting adding up. Each failure is one
-line; any failure keeps the previous snapshot published.
+``CHECKS`` is derived from ``pipeline/schema.py`` (keys unique, NOT NULL columns, parents,
+enforced references, hash-id formats) and from the registries (accepted values of
+``source_files.status``, ``stage`` and ``reason``, which must be codes of
+``pipeline/read/problems.py``), plus one cross-table rule: every loaded file's article is in
+``articles`` and every article comes from a loaded file. Each check is one SQL count of the
+rows that break it; the data dictionary lists them. The run's file accounting is arithmetic
+on counts, not on tables, and stays in ``accounting``. Any failure keeps the previous snapshot.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+
 import duckdb
 
 from pipeline import schema
+from pipeline.read.problems import REASONS, STAGES
 from pipeline.storage.location import Location
 from pipeline.warehouse.merge import connect
 from pipeline.warehouse.sql import file_list, ident, literal
 
+FILE_STATUSES = ("loaded", "rejected", "duplicate")
+RUN_STATUSES = ("completed",)
+# (table, column) -> the values it may hold; NULL is allowed where the column is nullable.
+ACCEPTED_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("source_files", "status"): FILE_STATUSES,
+    ("source_files", "stage"): STAGES,
+    ("source_files", "reason"): tuple(REASONS),
+    ("rejects", "stage"): STAGES,
+    ("rejects", "reason"): tuple(REASONS),
+    ("load_runs", "status"): RUN_STATUSES,
+}
 
-def _src(files: dict[str, list[str]], table: str) -> str:
-    return f"read_parquet({file_list(files[table])})"
+
+@dataclass(frozen=True)
+class Check:
+    """One declared check: its kind, where it applies, and (for references) what it points at."""
+
+    kind: str  # unique | not_null | parent | reference | id_format | accepted_values | loaded_articles
+    table: str
+    columns: tuple[str, ...] = ()
+    to_table: str = ""
+    to_columns: tuple[str, ...] = ()
+    values: tuple[str, ...] = ()
+
+    def violations(self, src: Mapping[str, str]) -> str:
+        """SQL counting the rows that break the check (``src``: table -> relation to read)."""
+        t, cols = src.get(self.table, ""), [ident(c) for c in self.columns]
+        if self.kind == "unique":
+            return f"SELECT count(*) FROM (SELECT {', '.join(cols)} FROM {t} GROUP BY ALL HAVING count(*) > 1)"
+        if self.kind == "not_null":
+            return f"SELECT count(*) FROM {t} WHERE {cols[0]} IS NULL"
+        if self.kind == "parent":
+            on = " AND ".join(f"c.{c} = p.{ident(k)}" for c, k in zip(cols, self.to_columns, strict=True))
+            return f"SELECT count(*) FROM {t} c ANTI JOIN {src[self.to_table]} p ON {on}"
+        if self.kind == "reference":
+            target = f"SELECT {ident(self.to_columns[0])} FROM {src[self.to_table]}"
+            return f"SELECT count(*) FROM {t} WHERE {cols[0]} IS NOT NULL AND {cols[0]} NOT IN ({target})"
+        if self.kind == "id_format":
+            return f"SELECT count(*) FROM {t} WHERE NOT regexp_full_match({cols[0]}, {literal(schema.ID_PATTERN)})"
+        if self.kind == "accepted_values":
+            allowed = ", ".join(literal(v) for v in self.values)
+            return f"SELECT count(*) FROM {t} WHERE {cols[0]} IS NOT NULL AND {cols[0]} NOT IN ({allowed})"
+        if self.kind == "loaded_articles":
+            loaded = f"SELECT article_id AS m FROM {src['source_files']} WHERE status = 'loaded'"
+            return (
+                f"SELECT count(*) FROM (SELECT article_id FROM {t} FULL OUTER JOIN ({loaded}) "
+                "ON article_id = m WHERE article_id IS NULL OR m IS NULL)"
+            )
+        raise ValueError(f"unknown check kind {self.kind!r}")
+
+    def failure(self, n: int) -> str:
+        """One line for the run's error message."""
+        col = ", ".join(self.columns)
+        return {
+            "unique": f"{self.table}: {n} duplicate keys ({col})",
+            "not_null": f"{self.table}.{col}: {n} NULLs in a NOT NULL column",
+            "parent": f"{self.table}: {n} rows without a parent in {self.to_table}",
+            "reference": f"{self.table}: {n} rows whose {col} is not in {self.to_table}",
+            "id_format": f"{self.table}.{col}: {n} malformed ids",
+            "accepted_values": f"{self.table}.{col}: {n} rows with a value outside the accepted ones",
+            "loaded_articles": f"articles and loaded source files differ by {n} ids",
+        }[self.kind]
+
+    def describe(self) -> str:
+        """The check in words, for the data dictionary."""
+        col = ", ".join(f"`{c}`" for c in self.columns)
+        target = f"{self.to_table}.{self.to_columns[0]}" if self.to_columns else self.to_table
+        return {
+            "unique": f"unique: {col}",
+            "not_null": f"not null: {col}",
+            "parent": f"every row has its parent in `{self.to_table}` ({col})",
+            "reference": f"{col} is a `{target}`",
+            "id_format": f"{col} matches `{schema.ID_PATTERN}`",
+            "accepted_values": f"{col} in {_values(self.values)}",
+            "loaded_articles": "one article per loaded source file, and one loaded source file per article",
+        }[self.kind]
 
 
-_ACCOUNTING = {"source_files": ("status", "article_id")}  # read by the loaded-files check below
+def _values(values: tuple[str, ...]) -> str:
+    if set(values) == set(REASONS):
+        return "the reason codes of docs/rejects.md"
+    return ", ".join(f"`{v}`" for v in values)
+
+
+def describe_table(table: str) -> str:
+    """The checks of one table in words (NOT NULL columns named once)."""
+    mine = [c for c in CHECKS if c.table == table]
+    not_null = [c.columns[0] for c in mine if c.kind == "not_null"]
+    parts = [c.describe() for c in mine if c.kind == "unique"]
+    if not_null:
+        parts.append("not null: " + ", ".join(f"`{c}`" for c in not_null))
+    parts += [c.describe() for c in mine if c.kind not in ("unique", "not_null")]
+    return "; ".join(parts)
+
+
+def declared_checks() -> tuple[Check, ...]:
+    """Every check, from the schema's declarations and the registries, table by table."""
+    out: list[Check] = []
+    for t in schema.TABLES:
+        out.append(Check("unique", t.name, t.key))
+        out += [Check("not_null", t.name, (c.name,)) for c in t.columns if not c.nullable]
+        if t.parent:
+            out.append(Check("parent", t.name, t.parent_key, t.parent, schema.table(t.parent).key))
+        for c in t.columns:
+            if c.hash_id:
+                out.append(Check("id_format", t.name, (c.name,)))
+            if c.references is not None and c.references.enforced:
+                out.append(Check("reference", t.name, (c.name,), c.references.table, (c.references.column,)))
+        for (table, column), values in ACCEPTED_VALUES.items():
+            if table == t.name:
+                out.append(Check("accepted_values", table, (column,), values=values))
+    out.append(Check("loaded_articles", "articles", ("article_id",)))
+    return tuple(out)
+
+
+CHECKS = declared_checks()
+
+
+def _checked_columns(table: schema.Table) -> list[str]:
+    """The columns any check reads (object stores: only these are copied into DuckDB)."""
+    used = [c for check in CHECKS if check.table == table.name for c in check.columns]
+    used += [c for check in CHECKS if check.to_table == table.name for c in check.to_columns]
+    if table.name == "source_files":
+        used += ["status", "article_id"]
+    return list(dict.fromkeys(c for c in table.column_names if c in used))
 
 
 def _materialize(con: duckdb.DuckDBPyConnection, src: dict[str, str]) -> dict[str, str]:
     """Copy the checked columns of every table into DuckDB once (remote files are slow to open)."""
     out = {}
     for t in schema.TABLES:
-        checked = [c.name for c in t.columns if not c.nullable or c.hash_id or c.references is not None]
-        cols = dict.fromkeys([*t.key, *checked, *t.parent_key, *_ACCOUNTING.get(t.name, ())])
         name = f"checked_{t.name}"
-        con.execute(f"CREATE TEMP TABLE {name} AS SELECT {', '.join(ident(c) for c in cols)} FROM {src[t.name]}")
+        cols = ", ".join(ident(c) for c in _checked_columns(t))
+        con.execute(f"CREATE TEMP TABLE {name} AS SELECT {cols} FROM {src[t.name]}")
         out[t.name] = name
     return out
 
 
-def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
+def _count(con: duckdb.DuckDBPyConnection, sql: str) -> int:
     row = con.execute(sql).fetchone()
     return int(row[0]) if row and row[0] is not None else 0
 
 
-def run_checks(
-    wh: Location,
-    files: dict[str, list[str]],
-    counts: dict[str, int],
-    manifest_shape: tuple[int, int],
-    memory_limit: str,
+def table_checks(
+    wh: Location, files: Mapping[str, list[str]], memory_limit: str, checks: tuple[Check, ...] = CHECKS
 ) -> list[str]:
-    """Every failed check as one line; empty when the snapshot may be published (``files``: URLs per table)."""
+    """Run ``checks`` over the built snapshot's files (URLs per table); one line per failed check."""
     con = connect(wh, memory_limit)
-    failures: list[str] = []
-    src = {t.name: _src(files, t.name) for t in schema.TABLES}
     try:
+        src = {t.name: f"read_parquet({file_list(files[t.name])})" for t in schema.TABLES}
         if not wh.local:
             src = _materialize(con, src)  # one read of each remote table, not one per check
-        for t in schema.TABLES:
-            key = ", ".join(ident(k) for k in t.key)
-            dupes = _scalar(
-                con, f"SELECT count(*) FROM (SELECT {key} FROM {src[t.name]} GROUP BY ALL HAVING count(*) > 1)"
-            )
-            if dupes:
-                failures.append(f"{t.name}: {dupes} duplicate keys ({', '.join(t.key)})")
-            required = [c.name for c in t.columns if not c.nullable]
-            nulls = con.execute(
-                "SELECT "
-                + ", ".join(f"count(*) FILTER (WHERE {ident(c)} IS NULL)" for c in required)
-                + f" FROM {src[t.name]}"
-            ).fetchone()
-            for name, n in zip(required, nulls or (), strict=True):
-                if n:
-                    failures.append(f"{t.name}.{name}: NULL in a NOT NULL column")
-            if t.parent:
-                pairs = zip(t.parent_key, schema.table(t.parent).key, strict=True)
-                on = " AND ".join(f'c."{ck}" = p."{pk}"' for ck, pk in pairs)
-                orphans = _scalar(con, f"SELECT count(*) FROM {src[t.name]} c ANTI JOIN {src[t.parent]} p ON {on}")
-                if orphans:
-                    failures.append(f"{t.name}: {orphans} rows without a parent in {t.parent}")
-        for t in schema.TABLES:
-            for c in t.columns:
-                if c.hash_id:
-                    bad = _scalar(
-                        con,
-                        f"SELECT count(*) FROM {src[t.name]} WHERE NOT regexp_full_match({ident(c.name)}, "
-                        f"{literal(schema.ID_PATTERN)})",
-                    )
-                    if bad:
-                        failures.append(f"{t.name}.{c.name}: {bad} malformed ids")
-                ref = c.references
-                if ref is not None and ref.enforced:
-                    missing = _scalar(
-                        con,
-                        f"SELECT count(*) FROM {src[t.name]} WHERE {ident(c.name)} IS NOT NULL "
-                        f"AND {ident(c.name)} NOT IN (SELECT {ident(ref.column)} FROM {src[ref.table]})",
-                    )
-                    if missing:
-                        failures.append(f"{t.name}: {missing} rows whose {c.name} is not in {ref.table}")
-        mismatch = _scalar(
-            con,
-            f"SELECT count(*) FROM (SELECT article_id FROM {src['articles']} "
-            f"FULL OUTER JOIN (SELECT article_id AS m FROM {src['source_files']} WHERE status = 'loaded') "
-            "ON article_id = m WHERE article_id IS NULL OR m IS NULL)",
-        )
-        if mismatch:
-            failures.append(f"articles and loaded source files differ by {mismatch} ids")
+        return [check.failure(n) for check in checks if (n := _count(con, check.violations(src)))]
     finally:
         con.close()
+
+
+def accounting(counts: Mapping[str, int], manifest_shape: tuple[int, int]) -> list[str]:
+    """The run's file accounting: every file seen is loaded, rejected or a duplicate, once."""
     n = counts
     seen, unlisted = n["files_seen"], n["files_unlisted"]
+    failures = []
     if seen + unlisted != n["files_loaded"] + n["files_rejected"] + n["files_duplicate"]:
         failures.append(
             f"accounting: {seen} files seen + {unlisted} kept unlisted != {n['files_loaded']} loaded"
@@ -122,3 +200,14 @@ def run_checks(
             f" + {n['files_unchanged']} unchanged"
         )
     return failures
+
+
+def run_checks(
+    wh: Location,
+    files: Mapping[str, list[str]],
+    counts: Mapping[str, int],
+    manifest_shape: tuple[int, int],
+    memory_limit: str,
+) -> list[str]:
+    """Every failed check as one line; empty when the snapshot may be published."""
+    return table_checks(wh, files, memory_limit) + accounting(counts, manifest_shape)
