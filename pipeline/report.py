@@ -124,7 +124,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     if summary["new_unknown_keys"]:
         lines += [
             "",
-            "New frontmatter keys outside the contract: " + ", ".join(f"`{k}`" for k in summary["new_unknown_keys"]),
+            "New frontmatter keys outside the contract: " + bounded_list(summary["new_unknown_keys"]),
         ]
     return "\n".join(lines)
 

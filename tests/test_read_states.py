@@ -32,7 +32,7 @@ from pipeline.read.discover import Found, discover, raw_name, shown_name
 from pipeline.read.extract import decode, extract, split_frontmatter
 from pipeline.read.normalize import Source
 from pipeline.read.problems import Problem, ProblemError
-from pipeline.report import format_summary, printable
+from pipeline.report import format_summary, printable, summary_markdown
 from pipeline.storage.location import Location
 from tests.conftest import REPO, SEEDS, cli_env, export_tables, run_cli
 from tests.test_incremental import without_run_columns
@@ -338,6 +338,8 @@ def test_run_summary_bounds_the_unknown_keys_it_prints() -> None:
     (line,) = [x for x in text.splitlines() if "new unknown keys" in x]
     assert "key_000000" in line and "key_100002" not in line and "(+99,983 more)" in line
     assert len(line) < 1000
+    (md_line,) = [x for x in summary_markdown(summary | {"seconds": {}}).splitlines() if "New frontmatter" in x]
+    assert "(+99,983 more)" in md_line and len(md_line) < 1000
 
 
 def test_printable_escapes_what_would_drive_a_terminal() -> None:
@@ -423,7 +425,9 @@ def test_a_path_refused_at_discovery_is_read_once_it_is_a_regular_file(kind: str
 
 # --- the state-transition property -----------------------------------------------------------------------
 
-PATHS = ("a.md", "sub/b.md", "x\\xff.md", "c.md")  # shown names; the third is the byte name b'x\xff.md'
+# Shown names: b'x\xff.md' (not UTF-8), b'x\\xff.md' (a real backslash: once the same shown name),
+# and a name with an escape character and a newline.
+PATHS = ("a.md", "sub/b.md", "x\\xff.md", "x\\\\xff.md", "e\x1b[1m\nl.md")
 CAN_MKNOD = os.geteuid() == 0
 STATES = [
     "regular",
@@ -504,7 +508,7 @@ def disk_paths(seeds: Path) -> set[str]:
     return out
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     steps=st.lists(st.lists(st.sampled_from(STATES), min_size=len(PATHS), max_size=len(PATHS)), min_size=2, max_size=3)
 )
