@@ -155,15 +155,12 @@ class FaultProxy:
     # --- serving ---------------------------------------------------------------------------------
     def _decide(self, method: str, key: str) -> tuple[str, Rule | None]:
         with self._lock:
-            chosen: Rule | None = None
-            for rule in self.rules:  # every matching rule counts the request; the first that is due fires
+            for rule in self.rules:
                 if rule.matches(method, key):
                     rule.seen += 1
-                    if chosen is None and rule.nth <= rule.seen < rule.nth + rule.times:
-                        chosen = rule
-            if chosen is not None:
-                chosen.fired += 1
-                return chosen.kind, chosen
+                    if rule.nth <= rule.seen < rule.nth + rule.times:
+                        rule.fired += 1
+                        return rule.kind, rule
             if self.random is not None:
                 return self.random.pick(key), None
         return "", None
