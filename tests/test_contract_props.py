@@ -110,7 +110,7 @@ def integers_written(draw: st.DrawFn, values: st.SearchStrategy[int]) -> tuple[A
 def images(draw: st.DrawFn) -> tuple[dict[str, Any], tuple[Any, ...]]:
     """(image mapping, expected (url, width, height, is_cached))."""
     img: dict[str, Any] = {}
-    url = draw(st.one_of(st.none(), urls))  # image URLs are absolute http(s) URLs like the others
+    url = draw(st.one_of(st.none(), texts))
     width = draw(st.one_of(st.none(), integers_written(sizes)))
     height = draw(st.one_of(st.none(), integers_written(sizes)))
     cached = draw(st.one_of(st.none(), st.booleans()))
