@@ -303,3 +303,30 @@ def test_the_fast_path_does_not_leak() -> None:
     for _ in range(20_000):
         fast_yaml.load_fast(text)
     assert _rss_bytes() - before < 20 * 2**20
+
+
+# Real writers' YAML (tests/writers/): PyYAML (default and allow_unicode), ruamel.yaml, js-yaml and npm
+# `yaml`, block and flow style, on the same seeded articles. Agreement wherever the fast path answers;
+# the answer rate is measured (bench/writers.py), not yet asserted: the path still declines most of it.
+def _node_writers() -> Any:
+    from tests.writers import corpora
+
+    if corpora.node_available():
+        return corpora.NodeWriters()
+    if os.environ.get("CI") == "true":
+        pytest.fail("the npm writers are not installed: run `npm ci --prefix tests/writers --no-audit --no-fund`")
+    pytest.skip("node or the npm writers are not installed (npm ci --prefix tests/writers)")
+
+
+@pytest.mark.parametrize("flow", [False, True], ids=["block", "flow"])
+def test_real_writers_agree(flow: bool) -> None:
+    from tests.writers import corpora
+
+    node = _node_writers()
+    try:
+        docs = corpora.articles(100, 19)
+        for writer in corpora.WRITERS:
+            for text in corpora.emit(writer, docs, flow, node):
+                assert_agrees(text)
+    finally:
+        node.close()
