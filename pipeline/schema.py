@@ -24,15 +24,27 @@ ARROW_TYPES: dict[str, pa.DataType] = {
     "list<string>": pa.list_(pa.string()),
 }
 
-# Logical type name -> DuckDB type, as DESCRIBE shows it.
+# Logical type name -> DuckDB type of the catalog's views (and `pipeline query`), as DESCRIBE shows it.
+# Timestamps: the views hand out UTC wall time as a plain TIMESTAMP (see UTC_TIMESTAMP_SQL), so a
+# client groups and filters by UTC days and months whatever its machine's time zone; the Parquet
+# files (and the Delta tables over them) keep TIMESTAMP WITH TIME ZONE, UTC (PARQUET_DUCKDB_TYPES).
 DUCKDB_TYPES: dict[str, str] = {
     "string": "VARCHAR",
     "int64": "BIGINT",
     "int32": "INTEGER",
     "bool": "BOOLEAN",
-    "timestamp": "TIMESTAMP WITH TIME ZONE",
+    "timestamp": "TIMESTAMP",
     "list<string>": "VARCHAR[]",
 }
+# The same, for DuckDB's read_parquet() straight on the files.
+PARQUET_DUCKDB_TYPES: dict[str, str] = {**DUCKDB_TYPES, "timestamp": "TIMESTAMP WITH TIME ZONE"}
+
+# A stored instant (TIMESTAMP WITH TIME ZONE, UTC) as UTC wall time, a plain TIMESTAMP. DuckDB applies
+# the session time zone, which it takes from the machine (TZ), to every TIMESTAMP WITH TIME ZONE it
+# truncates, casts, formats or compares with a literal; a BI server in New York would otherwise put
+# 2024-03-01T02:30Z in February. Epoch arithmetic needs no time zone data (no ICU) and gives the
+# same result on an input that is already a UTC TIMESTAMP, so the expression is safe to apply twice.
+UTC_TIMESTAMP_SQL = "make_timestamp(epoch_us({}))"
 
 # Contract kind of a frontmatter field -> the column type it loads into.
 KIND_TYPES = {"text": "string", "url": "string", "int": "int64", "bool": "bool", "timestamp": "timestamp"}
@@ -514,7 +526,8 @@ class DerivedView:
     sql: str
 
 
-# Date parts are taken in UTC explicitly: DuckDB's session time zone would otherwise apply.
+# published_at and its date parts are UTC wall time whatever the session's time zone, also when the
+# view runs over tables that still hold TIMESTAMP WITH TIME ZONE (UTC_TIMESTAMP_SQL is idempotent).
 ARTICLE_FACTS = DerivedView(
     name="article_facts",
     grain="one row per article",
@@ -524,10 +537,10 @@ ARTICLE_FACTS = DerivedView(
     ),
     sql="""
 SELECT a.article_id, a.title, a.category, a.type, a.published_at,
-       CAST(a.published_at AT TIME ZONE 'UTC' AS DATE) AS published_date,
-       year(a.published_at AT TIME ZONE 'UTC') AS published_year,
-       month(a.published_at AT TIME ZONE 'UTC') AS published_month,
-       strftime(a.published_at AT TIME ZONE 'UTC', '%Y-%m') AS published_year_month,
+       CAST(a.published_at AS DATE) AS published_date,
+       year(a.published_at) AS published_year,
+       month(a.published_at) AS published_month,
+       strftime(a.published_at, '%Y-%m') AS published_year_month,
        a.quality, a.heat, a.is_published,
        a.provider_id, p.name AS provider_name, p.domain AS provider_domain,
        coalesce(t.topics, []) AS topics,
@@ -536,7 +549,7 @@ SELECT a.article_id, a.title, a.category, a.type, a.published_at,
        coalesce(r.n, 0) AS related_count,
        coalesce(r.seeds, 0) AS related_seed_count,
        a.web_url, a.source_path
-FROM articles a
+FROM (SELECT * REPLACE (make_timestamp(epoch_us(published_at)) AS published_at) FROM articles) a
 LEFT JOIN providers p USING (provider_id)
 LEFT JOIN (SELECT article_id, list(topic ORDER BY position) AS topics, count(*) AS n
            FROM article_topics GROUP BY article_id) t USING (article_id)

@@ -48,8 +48,8 @@ VIEW_NAMES = [v.name for v in schema.VIEWS]
 
 # What a BI tool infers from the type duckdb_engine reflects (SQLAlchemy's python_type). The list
 # column is a known gap of duckdb_engine 0.17: it reflects as NullType (with an SAWarning), although
-# queries return Python lists. Timestamps reflect as TIMESTAMP() without timezone=True; the values
-# still arrive time-zone aware (checked through pandas below).
+# queries return Python lists. Timestamps reflect as TIMESTAMP() without timezone=True, and that is
+# what they are: the views hand out UTC wall time as plain TIMESTAMPs (naive datetimes holding UTC).
 REFLECTED_PYTHON_TYPES: dict[str, str | None] = {
     "string": "str",
     "int64": "int",
@@ -67,6 +67,57 @@ POLARS_TYPES: dict[str, pl.DataType] = {
     "timestamp": pl.Datetime("us", "UTC"),
     "list<string>": pl.List(pl.String()),
 }
+
+
+# Questions a BI tool asks about time: group by a time grain (what Superset's time grains compile to),
+# filter a day range with literals, take UTC date parts. Every reader, in any time zone, must give the
+# rows `pipeline query` gives; the fixed rows below make the comparison able to fail (under
+# TZ=America/New_York a TIMESTAMP WITH TIME ZONE column put 2024-02-24T00:05Z on 23 February and
+# found 0 rows in the day filter).
+NON_UTC = "America/New_York"
+TIME_QUERIES = {
+    "per month": "SELECT date_trunc('month', published_at) AS month, count(*) AS n FROM articles "
+    "GROUP BY ALL ORDER BY month NULLS LAST",
+    "per day": "SELECT CAST(published_at AS DATE) AS day, count(*) AS n FROM articles GROUP BY ALL ORDER BY day NULLS LAST",
+    "one day": "SELECT source_path, published_at FROM articles "
+    "WHERE published_at >= '2024-02-24' AND published_at < '2024-02-25' ORDER BY source_path",
+    "facts months": "SELECT published_year_month, strftime(published_at, '%Y-%m') AS formatted, "
+    "date_trunc('month', published_at) AS month, count(*) AS n FROM article_facts GROUP BY ALL ORDER BY ALL",
+    "load runs": "SELECT count(*) AS n FROM load_runs WHERE started_at <= finished_at",
+}
+
+
+def _text(value: Any) -> Any:
+    """A value as text, the same whichever client produced it (ISO date-times with a space)."""
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, str) and len(value) >= 19 and value[10] in " T" and value[4] == "-":
+        return datetime.fromisoformat(value).isoformat(sep=" ")
+    if value is not None and not isinstance(value, bool | int | float | str):
+        return str(value)
+    return value
+
+
+def _time_rows(result: dict[str, Any]) -> dict[str, list[list[Any]]]:
+    return {name: [[_text(v) for v in row] for row in rows] for name, rows in result.items()}
+
+
+def _assert_known_time_answers(rows: dict[str, list[list[Any]]]) -> None:
+    """What the shipped seeds say, in UTC (checked against their frontmatter)."""
+    assert rows["one day"] == [["2024/012_1dc455e33948ba69.md", "2024-02-24 00:05:00"]], rows["one day"]
+    assert ["2024-02-24", 1] in rows["per day"] and ["2024-01-16", 1] in rows["per day"], rows["per day"]
+    assert all(r[0] is None or r[0].endswith("-01 00:00:00") for r in rows["per month"]), rows["per month"]
+    assert sum(r[1] for r in rows["per month"]) == 15
+    assert all(r[0] == r[1] and (r[0] is None or r[2].startswith(r[0])) for r in rows["facts months"])
+    assert rows["load runs"] == [[1]]
+
+
+def _pipeline_time_rows(warehouse: Path, cwd: Path, tz: str) -> dict[str, list[list[Any]]]:
+    out = {}
+    for name, sql in TIME_QUERIES.items():
+        proc = run_cli("query", sql, "--warehouse", str(warehouse), "--format", "json", cwd=cwd, env=cli_env(TZ=tz))
+        out[name] = [list(r.values()) for r in json.loads(proc.stdout)]
+    return _time_rows(out)
 
 
 # --- fixtures ---------------------------------------------------------------------------------
@@ -134,10 +185,11 @@ def test_sqlalchemy_duckdb_engine_reflects_and_queries_catalog(bi_python: Path, 
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
+    # On a machine in New York, connecting as the README says (nothing about time zones).
     proc = subprocess.run(
-        [str(bi_python), str(PROBE), str(catalog)],
+        [str(bi_python), str(PROBE), str(catalog), "--queries", json.dumps(TIME_QUERIES)],
         cwd=elsewhere,
-        env=cli_env(),
+        env=cli_env(TZ=NON_UTC),
         capture_output=True,
         text=True,
         timeout=120,
@@ -179,9 +231,46 @@ def test_sqlalchemy_duckdb_engine_reflects_and_queries_catalog(bi_python: Path, 
     assert result["rows"][0] == {"provider": "Reuters", "articles": 3}
 
     assert got["article_facts_rows"] == 15
-    assert got["article_facts_dtypes"]["published_at"] == "datetime64[us, UTC]"
+    assert got["article_facts_dtypes"]["published_at"] == "datetime64[us]"  # UTC wall time, no zone attached
+
+    # Time grains, day filters and date parts: the UTC answers of `pipeline query`.
+    time_rows = _time_rows({name: q["rows"] for name, q in got["queries"].items()})
+    _assert_known_time_answers(time_rows)
+    assert time_rows == _pipeline_time_rows(sample, elsewhere, "UTC")
     assert got["write_refused"] and "read-only" in got["write_refused"]
     assert _sha256(catalog) == before
+
+
+DUCKDB_READER = r"""
+import datetime, json, sys, duckdb
+con = duckdb.connect(sys.argv[1], read_only=True)
+text = lambda v: str(v) if isinstance(v, datetime.date) else v
+out = {name: [[text(v) for v in row] for row in con.execute(sql).fetchall()] for name, sql in json.loads(sys.argv[2]).items()}
+types = con.execute("SELECT DISTINCT data_type FROM duckdb_columns() WHERE NOT internal AND data_type LIKE 'TIMESTAMP%'").fetchall()
+print(json.dumps({"rows": out, "zone": con.execute("SELECT current_setting('TimeZone')").fetchone()[0],
+                  "types": sorted(t[0] for t in types)}))
+"""
+
+
+def test_readers_in_a_non_utc_time_zone_see_utc_days(sample: Path, tmp_path: Path) -> None:
+    """The DuckDB client and `pipeline query` on a machine in New York answer as in UTC (issue 20)."""
+    expected = _pipeline_time_rows(sample, tmp_path, "UTC")
+    _assert_known_time_answers(expected)
+    assert _pipeline_time_rows(sample, tmp_path, NON_UTC) == expected
+
+    proc = subprocess.run(
+        [sys.executable, "-c", DUCKDB_READER, str(sample / "catalog.duckdb"), json.dumps(TIME_QUERIES)],
+        cwd=tmp_path,
+        env=cli_env(TZ=NON_UTC),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["zone"] == NON_UTC  # DuckDB did take the machine's zone for the session...
+    assert got["types"] == ["TIMESTAMP"]  # ... and the views hand out UTC wall time, so it does not matter
+    assert _time_rows(got["rows"]) == expected
 
 
 # --- 2. Parquet readers -----------------------------------------------------------------------
@@ -208,7 +297,9 @@ def test_parquet_readers_see_the_same_tables(sample: Path, table: schema.Table) 
     con = duckdb.connect()
     try:
         described = con.execute(f"DESCRIBE SELECT * FROM read_parquet('{glob}')").fetchall()
-        assert [(r[0], r[1]) for r in described] == [(c.name, schema.DUCKDB_TYPES[c.type]) for c in table.columns]
+        assert [(r[0], r[1]) for r in described] == [
+            (c.name, schema.PARQUET_DUCKDB_TYPES[c.type]) for c in table.columns
+        ]
         assert con.execute(f"SELECT count(*) FROM read_parquet('{glob}')").fetchone() == (expected_rows,)
         cursor = con.execute(f"SELECT * FROM read_parquet('{glob}')")
         names = [d[0] for d in cursor.description]
@@ -355,7 +446,7 @@ def _expected_results() -> dict[str, dict[str, Any]]:
 
 
 def _plain(value: Any) -> Any:
-    """A DuckDB value as `pipeline query --format json` writes it (instants in UTC, so the same in any time zone)."""
+    """A DuckDB value as `pipeline query --format json` writes it (an instant, if any, shown in UTC)."""
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, datetime):
@@ -368,8 +459,14 @@ def _plain(value: Any) -> Any:
 
 
 def _in_utc(text: str | None) -> str | None:
-    """An instant printed by `pipeline query`, which uses the machine's time zone, shown in UTC."""
-    return None if text is None else str(datetime.fromisoformat(text).astimezone(UTC))
+    """A TIMESTAMP WITH TIME ZONE printed by `pipeline query` (in the machine's zone), shown in UTC.
+
+    The views' own timestamps are UTC wall time already; only a query's own instants need this.
+    """
+    if text is None:
+        return None
+    moment = datetime.fromisoformat(text)
+    return str(moment.astimezone(UTC) if moment.tzinfo is not None else moment)
 
 
 def test_every_example_query_has_an_expected_result() -> None:

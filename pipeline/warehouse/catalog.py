@@ -4,6 +4,8 @@ Views name absolute paths or URLs, so the catalog works from any working directo
 and any process. The file is always built in a scratch folder and then replaced whole
 (a rename locally, one PUT on object storage), so a BI tool holding the old file open
 never blocks a run and keeps its old (complete) snapshot until it reconnects.
+Timestamps come out of the views as plain TIMESTAMPs holding UTC, so every client, in any time
+zone, groups and filters by the same UTC days as `pipeline query` (which uses the same views).
 """
 
 from __future__ import annotations
@@ -19,9 +21,21 @@ from pipeline.warehouse.commits import CATALOG, Snapshot
 from pipeline.warehouse.sql import file_list, ident, literal
 
 
+def _select(col: schema.Column) -> str:
+    """A column as the view hands it out: timestamps as UTC wall time (schema.UTC_TIMESTAMP_SQL)."""
+    if col.type == "timestamp":
+        return f"{schema.UTC_TIMESTAMP_SQL.format(ident(col.name))} AS {ident(col.name)}"
+    return ident(col.name)
+
+
 def view_sql(table: schema.Table, files: list[str]) -> str:
-    """CREATE VIEW statement for one table, columns in schema order."""
-    cols = ", ".join(ident(c.name) for c in table.columns)
+    """CREATE VIEW statement for one table, columns in schema order.
+
+    Timestamp columns become plain TIMESTAMPs holding UTC (the files keep TIMESTAMP WITH TIME ZONE):
+    DuckDB would otherwise truncate, cast and compare them in the reader's machine time zone, and a
+    BI tool cannot be asked to know that (issue 20).
+    """
+    cols = ", ".join(_select(c) for c in table.columns)
     return (
         f"CREATE OR REPLACE VIEW {ident(table.name)} AS SELECT {cols} "
         f"FROM read_parquet({file_list(files)}, hive_partitioning = false)"

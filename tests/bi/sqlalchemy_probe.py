@@ -7,12 +7,14 @@ pipeline package. By hand:
 
 Prints one JSON object: library versions, what reflection lists (tables, views, their columns with
 types and comments), whether a write is refused, and the result of a query run through
-pandas.read_sql (by default: articles joined to providers, count per provider).
+pandas.read_sql (by default: articles joined to providers, count per provider), and the rows of
+any --queries given (tests/test_bi_clients.py runs it under TZ=America/New_York).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import warnings
 from typing import Any
@@ -42,6 +44,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("catalog", help="absolute path of catalog.duckdb")
     parser.add_argument("--sql", default=DEFAULT_SQL, help="query to run through pandas.read_sql")
+    parser.add_argument(
+        "--queries",
+        default="{}",
+        help='JSON object {"name": "SQL", ...}: run each through SQLAlchemy, rows printed under "queries"',
+    )
     args = parser.parse_args()
 
     out: dict[str, Any] = {
@@ -89,6 +96,16 @@ def main() -> None:
         out["article_facts_dtypes"] = {c: str(t) for c, t in facts.dtypes.items()}
         out["article_facts_rows"] = len(facts)
         out["warnings"] = sorted({f"{w.category.__name__}: {w.message}" for w in caught})
+
+    # Extra queries; dates and date-times as str() gives them (an offset only when they carry one).
+    out["queries"] = {}
+    with engine.connect() as conn:
+        for name, sql in json.loads(args.queries).items():
+            result = conn.exec_driver_sql(sql)
+            out["queries"][name] = {
+                "columns": list(result.keys()),
+                "rows": [[str(v) if isinstance(v, datetime.date) else v for v in row] for row in result],
+            }
 
     try:
         with engine.begin() as conn:
