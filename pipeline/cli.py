@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from pipeline.config import FLOW_PARAMETERS, RUNNERS
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.config import RUNNERS
+from pipeline.errors import ConfigError, PipelineError, exit_code, explain
 
 if TYPE_CHECKING:
     from pipeline.storage.location import Location
@@ -46,8 +46,10 @@ def _add_common(p: argparse.ArgumentParser, seeds: bool = True, warehouse: bool 
         action="append",
         dest="storage_option",
         metavar="KEY=VALUE",
-        help="extra s3fs option, repeatable (value parsed as JSON when it can be, e.g. anon=true); "
-        "endpoint and keys come from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION",
+        help="extra s3fs option, repeatable (value parsed as JSON when it can be, e.g. anon=true; env "
+        "PIPELINE_STORAGE_OPTIONS as a JSON object); keys given as key=/secret= win, else s3fs reads "
+        "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE or ~/.aws/credentials; endpoint from "
+        "AWS_ENDPOINT_URL, region from AWS_REGION. Prefect shows these options as '**********'",
     )
 
 
@@ -244,15 +246,14 @@ def _run_with_prefect(args: argparse.Namespace, settings: Any, shown: Any) -> di
             )
     if settings.runner == "dask" and api is None:
         prefect_env.require_api("--runner dask")
+    from pipeline.config import to_parameters
     from pipeline.orchestration import flow
     from pipeline.orchestration.prefect_support import call_flow
 
     token = flow.console.set(shown)
     try:
         with prefect_env.using_api(api):
-            summary: dict[str, Any] = call_flow(
-                flow.ingest, api is None, **{k: v for k, v in vars(settings).items() if k in FLOW_PARAMETERS}
-            )
+            summary: dict[str, Any] = call_flow(flow.ingest, api is None, **to_parameters(settings))
     finally:
         flow.console.reset(token)
     summary["prefect_api_url"] = api
@@ -384,13 +385,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pipeline.orchestration import prefect_env
 
     prefect_env.apply_defaults(debug=args.debug)
-    from pipeline.config import load_settings
+    from pipeline.config import load_settings, to_parameters
     from pipeline.orchestration.serve import serve
 
     settings = load_settings(_settings_overrides(args)).resolved()  # absolute paths for every run
     if settings.runner == "dask":
         prefect_env.require_api("--runner dask")
-    params = {k: v for k, v in vars(settings).items() if k in FLOW_PARAMETERS}
+    # Every setting is stored in the deployment (the UI shows what each run gets), except the
+    # storage options: a stored secret comes back as '**********'. The runs this process starts
+    # inherit its environment, so they get the options from there, never in clear on the server.
+    os.environ["PIPELINE_STORAGE_OPTIONS"] = settings.storage_options
+    params = to_parameters(settings, secrets=False)
     serve(params, cron=args.cron, interval=args.interval, name=args.name, collision=args.collision)
     return 0
 
@@ -452,17 +457,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         _drop_frames(exc)
-        if type(exc).__name__ == "OutOfMemoryException":  # DuckDB's, without importing it here
-            print(
-                "pipeline: error: DuckDB ran out of its memory budget (nothing was published); raise "
-                "PIPELINE_MEMORY_LIMIT (default 512MB), e.g. PIPELINE_MEMORY_LIMIT=2GB",
-                file=sys.stderr,
-            )
-            return 1
-        print(
-            f"pipeline: unexpected error: {type(exc).__name__}: {exc} (rerun with --debug for details)", file=sys.stderr
-        )
-        return 1
+        text = explain(exc)  # known ones (no credentials, DuckDB out of memory) in words
+        if text.startswith("unexpected error"):
+            print(f"pipeline: {text} (rerun with --debug for details)", file=sys.stderr)
+        else:
+            print(f"pipeline: error: {text}", file=sys.stderr)
+        return exit_code(exc)
 
 
 if __name__ == "__main__":

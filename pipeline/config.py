@@ -1,11 +1,17 @@
-"""All settings, read in one place: command-line values win over PIPELINE_* environment variables."""
+"""All settings, read in one place: command-line values win over PIPELINE_* environment variables.
+
+``Settings`` is also what a Prefect run of `ingest` receives: ``to_parameters`` turns it into the
+flow's parameters (every field, under its own name) and ``from_parameters`` turns them back, so a
+setting takes effect the same way with ``--orchestrator none``, on the default Prefect path, in
+``serve``/deployments and on Dask workers (which get the resolved values inside their specs).
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from pipeline.errors import ConfigError
@@ -15,17 +21,6 @@ from pipeline.warehouse.retention import Retention
 _MEMORY = re.compile(r"^\d+(\.\d+)?\s*(%|B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", re.IGNORECASE)
 DEFAULT_PATTERNS = ("*.md", "*.markdown", "*.txt")
 RUNNERS = ("processes", "dask")
-# Settings a Prefect run of `ingest` takes as parameters (the flow's signature must match; a test checks).
-FLOW_PARAMETERS = (
-    "seeds",
-    "warehouse",
-    "patterns",
-    "workers",
-    "max_file_bytes",
-    "wait_seconds",
-    "runner",
-    "dask_address",
-)
 
 
 @dataclass(frozen=True)
@@ -46,7 +41,9 @@ class Settings:
     memory_limit: str = "512MB"
     runner: str = "processes"  # where parsing and merges run: local processes, or a Dask cluster
     dask_address: str | None = None  # tcp://host:port of a running Dask scheduler; None starts a LocalCluster
-    storage_options: str = "{}"  # extra s3fs options as JSON (endpoint and keys come from AWS_* variables)
+    # Extra s3fs options as JSON, e.g. {"key": ..., "secret": ...}; without keys here, s3fs reads
+    # AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or ~/.aws/credentials (endpoint: AWS_ENDPOINT_URL).
+    storage_options: str = "{}"
     lease_seconds: float = 60.0  # object stores: a writer lease not renewed for this long can be taken over
 
     def resolved(self) -> Settings:
@@ -84,6 +81,43 @@ class Settings:
 
     def warehouse_location(self) -> Location:
         return Location.parse(self.warehouse, self._options())
+
+
+# Every setting is a parameter of the flow `ingest`, under its own name (a test checks the signature).
+FLOW_PARAMETERS = tuple(f.name for f in fields(Settings))
+# Settings that may hold credentials: a run receives them as a pydantic ``SecretStr``, which Prefect's
+# API and UI show as '**********'; parameters stored on a server (deployments) leave them out.
+SECRET_SETTINGS = ("storage_options",)
+
+
+def to_parameters(settings: Settings, secrets: bool = True) -> dict[str, Any]:
+    """``settings`` as the parameters of a Prefect run of `ingest` (JSON values; secrets as ``SecretStr``).
+
+    ``secrets=False`` (a deployment: its parameters are stored in clear, and a stored ``SecretStr``
+    comes back as '**********') leaves the secret settings out: the runs read them from their
+    PIPELINE_* variables instead.
+    """
+    from pydantic import SecretStr
+
+    out: dict[str, Any] = {}
+    for name in FLOW_PARAMETERS:
+        value = getattr(settings, name)
+        if name in SECRET_SETTINGS:
+            value = SecretStr(value) if secrets and value != Settings().storage_options else None
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[name] = value
+    return out
+
+
+def from_parameters(parameters: dict[str, Any], environ: dict[str, str] | None = None) -> Settings:
+    """The inverse of ``to_parameters``; a parameter left None takes the PIPELINE_* variable of the
+    process that runs the flow, then the default (as with ``load_settings``)."""
+    unknown = set(parameters) - set(FLOW_PARAMETERS)
+    if unknown:
+        raise ConfigError(f"not settings: {', '.join(sorted(unknown))}")
+    plain = {k: v.get_secret_value() if hasattr(v, "get_secret_value") else v for k, v in parameters.items()}
+    return load_settings(plain, environ)
 
 
 def _patterns(value: str) -> tuple[str, ...]:

@@ -5,8 +5,9 @@
 Each stage takes the ``State`` so far and returns a new one with its own output added
 (frozen dataclasses: nothing is mutated in place, every input is explicit). What runs
 in parallel (parse batches, merges) goes to a ``Fanout`` as small picklable specs.
-``STAGES`` is the one list of stages: ``run_all`` (``--orchestrator none``) and the
-Prefect flow both walk it. Nothing is visible to readers until ``publish`` commits.
+``STAGES`` is the one list of stages and ``run_all`` the one loop over it: ``--orchestrator
+none`` calls it as it is, the Prefect flow with its own fan-out, reporter and a step that runs
+each stage as a task. Nothing is visible to readers until ``publish`` commits.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pipeline import faults, schema
 from pipeline.config import Settings
 from pipeline.engine.fanout import Fanout, local_or_dask
 from pipeline.engine.parse import BatchResult, BatchSpec, Job, Outcome, batch_size
-from pipeline.errors import ChecksFailed, ConfigError, PipelineError
+from pipeline.errors import ChecksFailed, ConfigError, PipelineError, StageFailed, WarehouseLocked
 from pipeline.progress import Reporter
 from pipeline.read.discover import discover
 from pipeline.read.problems import duplicate_identity, path_order
@@ -171,7 +172,14 @@ def open_run(settings: Settings, run_id: str, clock: Clock = utc_now) -> tuple[R
 
 
 def record_failure(ctx: RunContext, exc: BaseException, clock: Clock = utc_now) -> None:
-    """Remember why this run failed (only runs that held the lock get here)."""
+    """Remember why this run failed (only runs that held the lock get here).
+
+    Not when the lock was lost (``WarehouseLocked``, e.g. an expired lease taken over): the
+    warehouse is the winner's now, and a failure record would be written over its state.
+    """
+    cause = exc.cause if isinstance(exc, StageFailed) else exc
+    if isinstance(cause, WarehouseLocked):
+        return
     message = " ".join(str(exc).split()) or type(exc).__name__
     try:
         commits.record_failure(ctx.warehouse, ctx.run_id, clock().isoformat(), message)
@@ -291,6 +299,7 @@ def _parse_table(ctx: RunContext, to_read: pa.Table, services: Services, first_b
 
         result: BatchResult
         for result in services.fanout.parse(_specs(ctx, to_read, size, first_batch), tick):
+            services.lock.check()  # a run that lost its lease stops here, not after the whole parse
             pending.extend(_outcome_row(o, ctx.run_id) for o in result.outcomes)
             if len(pending) >= OUTCOME_CHUNK:
                 chunks.append(ledger.to_table(pending))
@@ -558,7 +567,8 @@ STAGES: tuple[Stage, ...] = (
 
 
 def run_stage(stage: Stage, state: State, services: Services) -> State:
-    """One stage, retried on transient I/O errors where the stage allows it."""
+    """One stage, retried on transient I/O errors where the stage allows it (the only retries of a stage:
+    the Prefect flow runs this very function as the stage's task, with no retries of Prefect's own)."""
     for attempt in range(stage.retries + 1):
         try:
             return stage.run(state, services)
@@ -585,11 +595,18 @@ def describe(stage: str, state: State) -> str:
     return ""
 
 
-def run_reported(stage: Stage, state: State, services: Services) -> State:
-    """``run_stage`` between the reporter's start and finish lines."""
+# How one stage is run: ``run_stage`` directly, or (the Prefect flow) as a task that calls it.
+Step = Callable[[Stage, State, Services], State]
+# Before these stages the loop asks the writer lock whether it is still held (parse asks after every
+# batch): a run that lost its lease stops early (exit 75) instead of working on for nothing.
+LOCK_CHECKED_BEFORE = ("build", "check", "publish")
+
+
+def run_reported(stage: Stage, state: State, services: Services, step: Step = run_stage) -> State:
+    """One stage between the reporter's start and finish lines."""
     services.reporter.stage_started(stage.name)
     t0 = time.perf_counter()
-    state = run_stage(stage, state, services)
+    state = step(stage, state, services)
     services.reporter.stage_finished(stage.name, time.perf_counter() - t0, describe(stage.name, state))
     return state
 
@@ -600,21 +617,39 @@ def run_all(
     clock: Clock = utc_now,
     reporter: Reporter | None = None,
     fanout: Fanout | None = None,
+    step: Step = run_stage,
 ) -> State:
-    """Every stage in order, without an orchestrator (``--orchestrator none``, tests, benchmarks, library use)."""
+    """The run loop, the only one: open, every stage in order, record a failure, close.
+
+    ``--orchestrator none``, the Prefect flow, tests and benchmarks all come here. What differs is
+    injected: ``fanout`` (where parse batches and merges run; default: the settings' runner; the loop
+    closes it), ``step`` (how a stage runs: directly, or as a Prefect task) and ``reporter``. A stage
+    that fails ends the run with ``StageFailed`` (stage, run id, whether the next run retries it).
+    """
     ctx, lock = open_run(settings, run_id, clock)
-    engine = fanout or local_or_dask(ctx.settings.runner, ctx.settings.workers, ctx.settings.dask_address)
-    services = Services(engine, lock, clock, reporter or Reporter())
-    state = State(ctx)
+    engine: Fanout | None = fanout
+    stage: Stage | None = None
     try:
+        if engine is None:
+            engine = local_or_dask(ctx.settings.runner, ctx.settings.workers, ctx.settings.dask_address)
+        services = Services(engine, lock, clock, reporter or Reporter())
+        state = State(ctx)
         for stage in STAGES:
-            state = run_reported(stage, state, services)
-    except BaseException as exc:
+            if stage.name in LOCK_CHECKED_BEFORE:
+                lock.check()
+            state = run_reported(stage, state, services, step)
+    except Exception as exc:
+        failure = StageFailed(stage.name, run_id, exc) if stage is not None else exc
+        record_failure(ctx, failure, clock)
+        if failure is exc:
+            raise
+        raise failure from exc
+    except BaseException as exc:  # interrupted or cancelled: still remembered
         record_failure(ctx, exc, clock)
         raise
     finally:
         try:
-            if fanout is None:
+            if engine is not None:
                 engine.close()
         finally:
             close_run(ctx, lock)
