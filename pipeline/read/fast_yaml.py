@@ -1,24 +1,32 @@
 """A fast path for the common frontmatter: rapidyaml parses, its JSON emitter hands the tree to
-Python's C ``json`` decoder. About 3.5× faster than the strict libyaml loader per document.
+Python's C ``json`` decoder. About 2-3× faster than the strict libyaml loader per document.
 
 The strict loader (``strict_yaml.load_strict``) stays the authority: this path answers only
 documents it is sure about and returns ``None`` for everything else, so that every refusal,
-message and position comes from the strict loader. "Sure" is a screen of the text plus checks
-on the decoded result, each closing a place where rapidyaml and libyaml were seen (or could
-plausibly) differ:
+message and position comes from the strict loader. ``decline_reason(text)`` says why a document
+is left to the strict loader. "Sure" is three layers, each closing a place where rapidyaml and
+libyaml were seen (or could plausibly) differ, on the YAML that real writers produce (PyYAML,
+ruamel.yaml, js-yaml, npm ``yaml``: escapes, folded and block scalars, flow style, ``[]``):
 
-- flow collections (``[``, ``{``): libyaml's ``?x`` reading and many flow edge cases;
-- block scalars (``|``, ``>`` as a value), explicit keys (``? ``), node properties and
-  reserved indicators (``&``, ``*``, ``!``, ``@``, a backquote, ``%`` starting a token):
-  anchors, aliases and tags vanish in rapidyaml's JSON, and libyaml refuses the reserved ones;
-- ``~``, ``Null`` and ``NULL`` (null to libyaml, text to rapidyaml), tabs, backslash escapes,
-  a lone carriage return, and input deep enough to need the strict loader's depth screen;
-- in the decoded result: a float (the JSON emitter rewrites ``12.`` as ``12.0``), a duplicate
-  key, an empty or null-spelled key (the strict loader refuses null keys), a top level that is
-  not a mapping.
+- a screen of the text: document markers, a BOM or non-character inside, a lone carriage return,
+  input deep enough to need the strict loader's depth screen, a document that starts with an
+  indicator, and tabs next to structure (a separating or indenting tab);
+- rapidyaml's tree, read only when the text or the JSON gives a reason: any anchor, alias or tag
+  (``&``, ``*`` or ``!`` starting a token; they vanish from rapidyaml's JSON); a flow collection
+  when the text has ``'?x'`` after a flow indicator (libyaml reads an explicit key) or a ``:``
+  next to one (``[:x]``, ``[x:]``) or a value starting with ``?`` or ``:`` (``{a: ?x}``): rapidyaml
+  reads text or a key, libyaml refuses; plain scalars
+  that rapidyaml reads differently: ``~``, ``Null``, ``NULL`` (null to libyaml, text here), a
+  start with ``@`` or a backquote (reserved: libyaml refuses), ``nan``/``inf`` spellings (the
+  emitter rewrites them as ``.nan``/``.inf``);
+- the decoded result: a float the emitter may have rewritten (``12.`` → ``12.0``, ``.5`` → ``0.5``),
+  a duplicate key, an empty or null-spelled key (the strict loader refuses null keys), a top level
+  that is not a mapping. Plain numbers keep their text (``parse_int``/``parse_float``), JSON
+  ``true``/``false`` (only from plain ``true``/``false``) go back to their text.
 
 Equivalence on everything the path answers is a differential test run in CI
-(``tests/test_fast_yaml.py``: hostile corpus, seeds, generated and mutated documents).
+(``tests/test_fast_yaml.py``: hostile corpus, seeds, generated and mutated documents, and the five
+real writers in block and flow style on property-generated articles).
 rapidyaml is C++ that prints its parse errors to stderr and could, on some input, crash the
 process: the caller enables this path only in crash-isolated parser processes
 (``engine.parse``), where stderr is silenced around the call.
@@ -38,37 +46,57 @@ try:  # an optional accelerator: without it every document takes the strict path
 except ImportError:  # pragma: no cover - rapidyaml is a declared dependency
     ryml = None
 
-# Anything that sends a document to the strict loader (see the module docstring).
+# Sent to the strict loader wherever they are, with the reason decline_reason gives.
 _ALWAYS = (
-    "[",
-    "]",
-    "{",
-    "}",
-    "\t",
-    "\\",
-    "~",
-    "Null",
-    "NULL",
-    "\n---",
-    "\n...",  # document markers
-    "\ufeff",
-    "\ufffe",
-    "\uffff",  # a BOM inside a document, non-characters: libyaml refuses them
-)  # sent to the strict loader wherever they are
-# An indicator that starts a token (after a space, a line break, ',', ':', '?' or '-'). Searching for
-# the indicator first and then looking behind is several times faster than the other way round.
-_TOKEN_START = re.compile(r"[&*!@`%?|>](?<=[\s,:?-].)")
-_INDICATORS = frozenset("&*!@`%?|>-:#'\".")  # a document may not start with one of these here
+    ("\n---", "a document marker"),
+    ("\n...", "a document marker"),
+    ("\ufeff", "a BOM inside the document"),
+    ("\ufffe", "a non-character"),
+    ("\uffff", "a non-character"),
+)
+_INDICATORS = frozenset("&*!@`%?|>-:#'\".[]}")  # a document may not start with one of these here
 _LONE_CR = re.compile(r"\r(?!\n)")
+# '&', '*' or '!' starting a token (after white space, ',', ':', '?', '-', '[' or '{'), inside quotes
+# or not: only a reason to read the tree's anchor, alias and tag bits.
+_PROPERTY = re.compile(r"[&*!](?<=[\s,:?\[{-].)")
+# An empty flow collection with more on its line ('- {} x:'): rapidyaml reads on, libyaml refuses.
+_EMPTY_FLOW_THEN = re.compile(r"(?:\[[ \t]*\]|\{[ \t]*\})[ \t]*[^\s#]")
+# A block scalar header: with an indentation indicator ('|2', '>-1') and a blank first line (blank-only
+# content: the two read its white space differently), or at the end of a text that does not
+# end with a line break (libyaml and rapidyaml give such block scalars different white space).
+_INDENTED_BLOCK = re.compile(r"(?:^|(?<=[\s:-]))[|>](?:[1-9][+-]?|[+-][1-9])[ \t]*(?:#[^\n]*)?\r?\n[ \t]*(?:\r?\n|$)")
+# A '|' or '>' starting a value but not followed by a well-formed header ('a: |2x'): rapidyaml reads on.
+_BAD_HEADER = re.compile(r"(?:[:?-][ \t]+|^)[|>](?![1-9+-]{0,2}[ \t]*(?:#[^\n]*)?(?:\n|$))")
+# A '\' ending a double-quoted line, then a blank line: libyaml keeps a line break, rapidyaml a space.
+_ESCAPED_BREAK_BLANK = re.compile(r"\\\r?\n[ \t]*\r?\n")
+# After a closing quote: a ': ' on a line with no other quote (the end of a multi-line quoted key: rapidyaml
+# takes it, libyaml refuses) or, after a one-line quoted sequence entry, ' -' ('- "" - x'). And the escapes \L and \P (rapidyaml was seen to misread a '\\' before them).
+_AFTER_QUOTE = re.compile(
+    r"\n[^\n'\"]*[\"'][ \t]*:(?:[ \t\r\n]|$)"
+    r"|(?:^|\n)[ \t]*(?:-[ \t]+)+(?:\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\n]|'')*')[ \t]+-"
+)
+_LINE_ESCAPE = re.compile(r"\\[LP]")
+_BLOCK_HEADER = re.compile(r"(?:^|(?<=[\s:-]))[|>][1-9+-]{0,2}[ \t]*(?:#[^\n]*)?$", re.M)
+# Tabs where the two parsers were seen to differ: after ':' ('a:\tx'), in a line's leading white space
+# (block scalar indentation), after a line's '- ' or '? ', before a line break, ',', ']', '}' or a ': '.
+_TAB_RISK = re.compile(r"[:-]\t|(?:^|\n)[ ]*(?:[-?][ ]+)*[-?]?[ ]*\t|\t[ \t]*(?:[,\]}\r\n]|:(?:[ \t\r\n]|$))")
+# Strings in the emitted JSON that may stand for a plain scalar rapidyaml reads differently: a null
+# spelling, a float spelling the emitter rewrote, a string starting with '@', '`', ',', ']', '}' or '%'
+# (libyaml refuses a plain scalar starting with one of these; rapidyaml reads text).
+_SUSPECT_JSON = re.compile(r'"(?:~|Null|NULL|[-+]?\.(?:nan|inf))"|(?:^|(?<=[\s\[{,]))"[@`,\]}%]')
+_SUSPECT_PLAIN = re.compile(rb"(?:~|Null|NULL|[-+]?\.?(?i:nan|inf)|[@`,\]}%].*)", re.S)
 _NULL_KEYS = frozenset(("", "null"))
+_REWRITTEN_FLOAT = re.compile(r"[-+]?0\.|.*\.0(?:[eE]|$)")
 
 
 class _Unsure(Exception):
     """The decoded result has something this path does not vouch for."""
 
 
-def _float(text: str) -> Any:
-    raise _Unsure
+def _float(text: str) -> str:
+    if _REWRITTEN_FLOAT.match(text):  # maybe '.5' or '12.' rewritten by the emitter
+        raise _Unsure("a float the JSON emitter may have rewritten")
+    return text
 
 
 _TEXT = {True: "true", False: "false"}
@@ -88,8 +116,10 @@ def _restore(value: Any) -> Any:
 def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """Each decoded mapping: refuse duplicate and null-like keys, restore booleans."""
     out = dict(pairs)
-    if len(out) != len(pairs) or not _NULL_KEYS.isdisjoint(out):
-        raise _Unsure
+    if len(out) != len(pairs):
+        raise _Unsure("a duplicate key")
+    if not _NULL_KEYS.isdisjoint(out):
+        raise _Unsure("an empty or null key")
     values = out.values()
     if True in values or False in values or list in map(type, values):
         for key, value in pairs:
@@ -97,7 +127,9 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-_DECODER = json.JSONDecoder(object_pairs_hook=_pairs, parse_float=_float, parse_int=str)
+# strict=False: the emitter escapes '"', '\\' and the common controls but writes others (from escapes
+# such as "\0" or "\x85") as they are.
+_DECODER = json.JSONDecoder(object_pairs_hook=_pairs, parse_float=_float, parse_int=str, strict=False)
 
 
 class _Silenced:
@@ -135,29 +167,79 @@ def _emit_json(tree: Any) -> str:
     return str(memoryview(_buffer)[:size], "utf-8")
 
 
+if ryml is not None:
+    _PROPERTY_BITS = ryml.KEYANCH | ryml.VALANCH | ryml.KEYREF | ryml.VALREF | ryml.KEYTAG | ryml.VALTAG
+    _KEY_NOT_PLAIN = ryml.KEY_SQUO | ryml.KEY_DQUO | ryml.KEY_LITERAL | ryml.KEY_FOLDED
+    _VAL_NOT_PLAIN = ryml.VAL_SQUO | ryml.VAL_DQUO | ryml.VAL_LITERAL | ryml.VAL_FOLDED
+    _KEY, _VAL = ryml.KEY, ryml.VAL
+    _FLOW = ryml.CONTAINER_STYLE_FLOW
+
+
+def _tree_reason(tree: Any, plain: bool, flow: bool) -> str | None:
+    """Why the tree is not to be trusted: node properties, (``plain``) a plain scalar rapidyaml reads
+    differently, or (``flow``) a flow collection that is not empty."""
+    kind = tree.type
+    for node in range(tree.size()):
+        bits = kind(node)
+        if bits & _PROPERTY_BITS:
+            return "an anchor, alias or tag"
+        if flow and bits & _FLOW and tree.has_children(node):
+            return "a flow collection that is not empty"
+        if not plain:
+            continue
+        for has, not_plain, get in ((_KEY, _KEY_NOT_PLAIN, tree.key), (_VAL, _VAL_NOT_PLAIN, tree.val)):
+            if bits & has and not bits & not_plain:
+                scalar = get(node)
+                if scalar is not None and _SUSPECT_PLAIN.fullmatch(bytes(scalar)) is not None:
+                    return "a plain scalar rapidyaml reads differently (~, Null, NULL, nan/inf; @, `, ',', ']', '}' or % first)"
+    return None
+
+
 def available() -> bool:
     return ryml is not None
 
 
-def screened_out(text: str) -> bool:
-    """True when the text has a construct this path leaves to the strict loader."""
-    return (
-        any(marker in text for marker in _ALWAYS)
-        or _TOKEN_START.search(text) is not None
-        or (text[:1] in _INDICATORS)
-        or ("\r" in text and _LONE_CR.search(text) is not None)
-        or _looks_deep(text)
-    )
+def _text_reason(text: str) -> str | None:
+    """Why the text alone sends the document to the strict loader (None: go on)."""
+    for marker, reason in _ALWAYS:
+        if marker in text:
+            return reason
+    if text[:1] in _INDICATORS:
+        return "the document starts with an indicator"
+    if "\r" in text and _LONE_CR.search(text) is not None:
+        return "a lone carriage return"
+    if _looks_deep(text):
+        return "deep nesting (the strict loader's depth screen)"
+    if "\t" in text and _TAB_RISK.search(text) is not None:
+        return "a tab next to structure"
+    if ("|" in text or ">" in text) and (
+        _INDENTED_BLOCK.search(text) is not None or (not text.endswith("\n") and _BLOCK_HEADER.search(text) is not None)
+    ):
+        return "a block scalar with an indentation indicator and a blank first line, or in a text without a final line break"
+    if ("|" in text or ">" in text) and _BAD_HEADER.search(text) is not None:
+        return "'|' or '>' starting a value without a well-formed block scalar header"
+    if "\\\n" in text or "\\\r" in text:
+        if _ESCAPED_BREAK_BLANK.search(text) is not None:
+            return "an escaped line break followed by a blank line"
+    if ('"' in text or "'" in text) and _AFTER_QUOTE.search(text) is not None:
+        return "a quoted key, or '-' after a quoted scalar"
+    if "\\" in text and _LINE_ESCAPE.search(text) is not None:
+        return "a \\L or \\P escape"
+    if not text.endswith("\n") and text.rstrip(" \t")[-1:] in ("-", "?", ":"):
+        return "an indicator at the end of a text without a final line break"
+    if ("[" in text or "{" in text) and _EMPTY_FLOW_THEN.search(text) is not None:
+        return "an empty flow collection with more on its line"
+    return None
 
 
-def load_fast(text: str) -> dict[str, Any] | None:
-    """The document as the strict loader would return it, or None when not sure (or invalid).
-
-    ``text`` has passed ``extract``'s character checks (no control characters, no U+2028/U+2029).
-    """
+def _answer(text: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The answer and None, or None and the reason the document is declined."""
     global _silenced
-    if ryml is None or screened_out(text):
-        return None
+    if ryml is None:
+        return None, "rapidyaml is not installed"
+    reason = _text_reason(text)
+    if reason is not None:
+        return None, reason
     if _silenced is None:
         _silenced = _Silenced()
     try:
@@ -165,13 +247,39 @@ def load_fast(text: str) -> dict[str, Any] | None:
             tree = ryml.parse_in_arena(text.encode())
             emitted = _emit_json(tree)
     except Exception:  # rapidyaml's parse errors: the strict loader writes the message
-        return None
+        return None, "rapidyaml refuses it"
     if not emitted:
-        return None
+        return None, "empty"
+    plain = _SUSPECT_JSON.search(emitted) is not None
+    flow = "[" in text or "{" in text
+    if plain or flow or _PROPERTY.search(text) is not None:
+        reason = _tree_reason(tree, plain, flow)
+        if reason is not None:
+            return None, reason
     try:
         value = _DECODER.decode(emitted)
-    except (_Unsure, ValueError, RecursionError):
-        return None
+    except _Unsure as exc:
+        return None, str(exc)
+    except (ValueError, RecursionError):
+        return None, "the emitted JSON is not plain JSON (a number JSON does not take)"
     if not isinstance(value, dict):
-        return None
-    return value
+        return None, "the top level is not a mapping"
+    return value, None
+
+
+def load_fast(text: str) -> dict[str, Any] | None:
+    """The document as the strict loader would return it, or None when not sure (or invalid).
+
+    ``text`` has passed ``extract``'s character checks (no control characters, no U+2028/U+2029).
+    """
+    return _answer(text)[0]
+
+
+def decline_reason(text: str) -> str | None:
+    """Why ``load_fast`` leaves ``text`` to the strict loader, or None when it answers."""
+    return _answer(text)[1]
+
+
+def screened_out(text: str) -> bool:
+    """True when the text alone sends the document to the strict loader."""
+    return _text_reason(text) is not None
