@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -158,9 +159,19 @@ def test_status_reports_health(load, warehouse: Path) -> None:
 
 
 def test_failed_run_makes_status_unhealthy(load, seeds: Path, warehouse: Path) -> None:
+    """A failing stage: one line naming the stage, the run and what the next run does (as dlt's
+    PipelineStepFailed), the cause's own exit code, and the same words in what `status` reports."""
     load()
     env = cli_env(**{faults.FAIL_AT: "build"})
     proc = load(check=False, env=env)
-    assert proc.returncode != 0 and proc.stderr.count("\n") == 1
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    found = re.fullmatch(
+        r"pipeline: error: stage build of run (\S+) failed, nothing was published \(the next run retries it\): "
+        r"injected failure at stage build \(PIPELINE_FAULT_FAIL_AT\)\n",
+        proc.stderr,
+    )
+    assert found, proc.stderr
     info = json.loads(run_cli("status", "--warehouse", str(warehouse), "--format", "json", check=False).stdout)
     assert info["healthy"] is False and "failed" in info["problem"]
+    assert info["last_failure"]["run_id"] == found.group(1)
+    assert f"stage build of run {found.group(1)} failed" in info["last_failure"]["error"]
