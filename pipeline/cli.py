@@ -459,7 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _drop_frames(exc)
         text = explain(exc)  # known ones (no credentials, DuckDB out of memory) in words
         if text.startswith("unexpected error"):
-            print(f"pipeline: {text} (rerun with --debug for details)", file=sys.stderr)
+            print(f"pipeline: {text}", file=sys.stderr)
         else:
             print(f"pipeline: error: {text}", file=sys.stderr)
         return exit_code(exc)

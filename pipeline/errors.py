@@ -90,5 +90,5 @@ def explain(exc: BaseException) -> str:
     elif isinstance(exc, OSError):
         text = f"storage failed: {exc}"
     else:
-        text = f"unexpected error: {name}: {exc}"
+        text = f"unexpected error: {name}: {exc} (rerun with --debug for details)"
     return " ".join(text.split()) or name
