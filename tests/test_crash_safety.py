@@ -333,3 +333,42 @@ def test_orphan_snapshot_does_not_cut_the_grace_period(load, seeds: Path, wareho
         assert previous.is_dir()
     finally:
         reader.close()
+
+
+def test_a_run_that_loses_its_lease_stops_at_its_next_check_and_writes_no_failure(s3: Any, tmp_path: Path) -> None:
+    """Another run takes the lease over while this one works (here: the lease file is replaced, as a
+    takeover after an expiry does): this run stops at its next lock check with exit 75, commits
+    nothing, and leaves the winner's state alone: no failure record, the winner's lease in place."""
+    from pipeline.storage.location import Location
+    from pipeline.warehouse import commits
+
+    from .s3_server import put
+
+    bucket = s3.new_bucket("lost")
+    s3.upload_folder(SEEDS, f"s3://{bucket}/seeds")
+    wh = Location.parse(f"s3://{bucket}/wh")
+    cmd = [sys.executable, "-m", "pipeline.cli", "run", "--seeds", f"s3://{bucket}/seeds", "--warehouse", wh.url,
+           "--orchestrator", "none", "--quiet"]  # fmt: skip
+    # It holds the lease 3 s before its first stage (renewed every second): time enough to take it over.
+    env = cli_env(**s3.env(), PIPELINE_LEASE_SECONDS="3", **{faults.SLEEP_HOLDING_LOCK: "3"})
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not wh.exists(".lease.json"):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        winner = json.dumps({"run_id": "the-winner", "expires_at": time.time() + 600}).encode()
+        put(s3.client(), bucket, "wh/.lease.json", winner)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 75, err
+    warning, error = err.splitlines()
+    assert out == "" and warning.startswith("pipeline: warning: settings from the environment:"), err
+    assert re.match(r"pipeline: error: stage (parse|build|check|publish) of run \S+ failed", error), err
+    assert "lost its writer lease" in error, err
+    assert commits.versions(wh) == [] and commits.read_newest(wh) is None  # nothing committed
+    assert not wh.exists(commits.LAST_FAILURE)  # the winner's warehouse gets no failure record of ours
+    assert json.loads(wh.read_bytes(".lease.json"))["run_id"] == "the-winner"
