@@ -12,6 +12,8 @@ or it would pass by declining everything.
 
 from __future__ import annotations
 
+import collections
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -306,8 +308,9 @@ def test_the_fast_path_does_not_leak() -> None:
 
 
 # Real writers' YAML (tests/writers/): PyYAML (default and allow_unicode), ruamel.yaml, js-yaml and npm
-# `yaml`, block and flow style, on the same seeded articles. Agreement wherever the fast path answers;
-# the answer rate is measured (bench/writers.py), not yet asserted: the path still declines most of it.
+# `yaml`, block and flow style, on articles whose text hypothesis draws (quotes, backslashes, unicode, long
+# strings, look-alike values, empty and nested lists). Agreement on every document; the answer rate per
+# writer and style is asserted separately, and its failure lists what was declined and why.
 def _node_writers() -> Any:
     from tests.writers import corpora
 
@@ -318,15 +321,90 @@ def _node_writers() -> Any:
     pytest.skip("node or the npm writers are not installed (npm ci --prefix tests/writers)")
 
 
-@pytest.mark.parametrize("flow", [False, True], ids=["block", "flow"])
-def test_real_writers_agree(flow: bool) -> None:
+def _writer_strategies() -> Any:
+    from tests.writers import corpora
+
+    # Any character a seed may hold once extract() has let it through (no controls, surrogates,
+    # non-characters, U+2028/U+2029 or BOM); the writers' hazards come from corpora.PIECES.
+    chars = st.characters(blacklist_categories=("Cc", "Cs", "Cn", "Zl", "Zp"), blacklist_characters="\ufeff")
+    piece = st.sampled_from(corpora.PIECES) | st.text(chars, min_size=1, max_size=6)
+    text = (
+        st.lists(piece, max_size=12).map(" ".join)
+        | st.lists(piece, min_size=30, max_size=60).map(" ".join)  # long: writers fold these
+        | st.lists(piece, max_size=8).map("".join)
+        | st.sampled_from(corpora.LOOKALIKES)
+    )
+
+    @st.composite
+    def article(draw: Any) -> dict[str, Any]:
+        doc = corpora.article(draw(st.randoms(use_true_random=False)))
+        doc["title"] = draw(text)
+        doc["excerpt"] = draw(st.none() | text)
+        doc["provider"]["name"] = draw(text)
+        doc["topics"] = draw(st.lists(text, max_size=4))
+        doc["nested"] = draw(st.lists(st.lists(text, max_size=3), max_size=3))  # empty and nested lists
+        return doc
+
+    return article()
+
+
+_WRITER_EXAMPLES = 200  # hypothesis examples (one article each) per style: CI-cheap, seconds
+_ANSWER_RATE = 0.98
+
+
+@functools.cache
+def _writer_tally(flow: bool) -> dict[str, tuple[int, list[tuple[str, str]]]]:
+    """Per writer: valid documents, and the declined ones with decline_reason. Asserts agreement on all."""
     from tests.writers import corpora
 
     node = _node_writers()
-    try:
-        docs = corpora.articles(100, 19)
+    valid = dict.fromkeys(corpora.WRITERS, 0)
+    declined: dict[str, list[tuple[str, str]]] = {w: [] for w in corpora.WRITERS}
+
+    @settings(
+        max_examples=_WRITER_EXAMPLES,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(doc=_writer_strategies())
+    def run(doc: dict[str, Any]) -> None:
         for writer in corpora.WRITERS:
-            for text in corpora.emit(writer, docs, flow, node):
-                assert_agrees(text)
+            for text in corpora.emit(writer, [doc], flow, node):
+                answered = assert_agrees(text)
+                if _CONTROL.search(text) or _YAML_BREAKS.search(text) or isinstance(_strict(text), ProblemError):
+                    continue  # not a valid document: the strict loader refuses it (the fast path agreed)
+                valid[writer] += 1
+                if not answered:
+                    declined[writer].append((fast_yaml.decline_reason(text) or "?", text))
+
+    try:
+        run()
     finally:
         node.close()
+    return {w: (valid[w], declined[w]) for w in corpora.WRITERS}
+
+
+@pytest.mark.parametrize("flow", [False, True], ids=["block", "flow"])
+def test_real_writers_agree(flow: bool) -> None:
+    tally = _writer_tally(flow)
+    assert all(valid > 0 for valid, _ in tally.values())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 19: the fast path answers 88-97% of the writers' documents, not yet 98% "
+    "(text screens that also fire inside quoted text: ': |', ':]', a line starting with ':')",
+)
+@pytest.mark.parametrize("flow", [False, True], ids=["block", "flow"])
+def test_real_writers_are_answered(flow: bool) -> None:
+    tally = _writer_tally(flow)
+    short = []
+    for writer, (valid, declined) in tally.items():
+        rate = 1 - len(declined) / valid
+        if rate < _ANSWER_RATE:
+            reasons = collections.Counter(reason for reason, _ in declined)
+            examples = "\n".join(f"    {reason}: {text[:160]!r}" for reason, text in declined[:5])
+            short.append(f"{writer}: answered {rate:.1%} of {valid}; declined {dict(reasons)}\n{examples}")
+    assert not short, "the fast path declines too many writer documents:\n" + "\n".join(short)

@@ -59,32 +59,66 @@ _LONE_CR = re.compile(r"\r(?!\n)")
 # '&', '*' or '!' starting a token (after white space, ',', ':', '?', '-', '[' or '{'), inside quotes
 # or not: only a reason to read the tree's anchor, alias and tag bits.
 _PROPERTY = re.compile(r"[&*!](?<=[\s,:?\[{-].)")
-# An empty flow collection with more on its line ('- {} x:'): rapidyaml reads on, libyaml refuses.
-_EMPTY_FLOW_THEN = re.compile(r"(?:\[[ \t]*\]|\{[ \t]*\})[ \t]*[^\s#]")
+# In a block document, a line with a flow collection and more after it ('- {} x:', '- {e} x:'): rapidyaml
+# reads on, libyaml refuses.
+_FLOW_THEN = re.compile(
+    r"(?:^|\n)[ \t]*(?:-[ \t]+)*(?:[^\s:#'\"][^\n:#'\"]*:[ \t]+)?[\[{]"
+    r"(?:[^\n'\"]|'[^'\n]*'|\"(?:[^\"\\\n]|\\.)*\")*[\]}][ \t]*[^\s#,\]}]"
+)
+# A line whose flow collection stays open (see _open_flow_then).
+_OPEN_FLOW_LINE = re.compile(
+    r"(?:^|\n)[ \t]*(?:-[ \t]+)*(?:[^\s:#'\"][^\n:#'\"]*:[ \t]+)?[\[{]"
+    r"(?:[^\n'\"\]}]|'[^'\n]*'|\"(?:[^\"\\\n]|\\.)*\")*\n"
+)
+_JUNK = re.compile(r"[ \t]*[^\s#,\]}]")
+
+
+def _open_flow_then(text: str) -> bool:
+    """A flow collection opened on a line and left open there: whether the next line that has a ']' or
+    '}' has more after one of them ('- {a,\n   b} c: d': rapidyaml reads on, libyaml refuses)."""
+    for match in _OPEN_FLOW_LINE.finditer(text):
+        at = match.end()
+        closes = [i for i in (text.find("]", at), text.find("}", at)) if i >= 0]
+        if not closes:
+            continue
+        start = text.rfind("\n", 0, min(closes)) + 1
+        end = text.find("\n", start)
+        line = text[start:] if end < 0 else text[start:end]
+        if any(c in "]}" and _JUNK.match(line, i + 1) is not None for i, c in enumerate(line)):
+            return True
+    return False
+
+
+# Text that counts only when rapidyaml's tree has a non-empty flow collection: a ':' right before ',',
+# ']' or '}' ('[x:]', '{x:}': libyaml refuses, rapidyaml reads a key); a line that starts with ':' (a key
+# and its ':' on two lines: libyaml refuses); '#' right after ']' or '}'; '?' after '[', '{' or ','.
+_FLOW_TEXT = re.compile(r":[,\]}]|\n[ \t]*:|[\]}]#|[\[{,][ \t\r\n]*\?")
 # A block scalar header: with an indentation indicator ('|2', '>-1') and a blank first line (blank-only
 # content: the two read its white space differently), or at the end of a text that does not
 # end with a line break (libyaml and rapidyaml give such block scalars different white space).
 _INDENTED_BLOCK = re.compile(r"(?:^|(?<=[\s:-]))[|>](?:[1-9][+-]?|[+-][1-9])[ \t]*(?:#[^\n]*)?\r?\n[ \t]*(?:\r?\n|$)")
 # A '|' or '>' starting a value but not followed by a well-formed header ('a: |2x'): rapidyaml reads on.
-_BAD_HEADER = re.compile(r"(?:[:?-][ \t]+|^)[|>](?![1-9+-]{0,2}[ \t]*(?:#[^\n]*)?(?:\n|$))")
-# A '\' ending a double-quoted line, then a blank line: libyaml keeps a line break, rapidyaml a space.
-_ESCAPED_BREAK_BLANK = re.compile(r"\\\r?\n[ \t]*\r?\n")
-# After a closing quote: a ': ' on a line with no other quote (the end of a multi-line quoted key: rapidyaml
-# takes it, libyaml refuses) or, after a one-line quoted sequence entry, ' -' ('- "" - x'). And the escapes \L and \P (rapidyaml was seen to misread a '\\' before them).
-_AFTER_QUOTE = re.compile(
-    r"\n[^\n'\"]*[\"'][ \t]*:(?:[ \t\r\n]|$)"
-    r"|(?:^|\n)[ \t]*(?:-[ \t]+)+(?:\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\n]|'')*')[ \t]+-"
+_BAD_HEADER = re.compile(
+    r"(?:[:?-][ \t]+|^|\n[ \t]*(?=[|>][ \t]*[1-9+-]))[|>](?![1-9+-]{0,2}[ \t]*(?:#[^\n]*)?(?:\n|$))"
 )
+# A '\' ending a double-quoted line, then a blank line: libyaml keeps a line break, rapidyaml a space.
+_ESCAPED_BREAK_BLANK = re.compile(r"\\\r?\n[ \t]*\r?\n|(?:^|\n)[ \t]*\\[ \t]\r?\n")
+# After a one-line quoted sequence entry, ' -' ('- "" - x': rapidyaml reads two entries). And the escapes
+# \L and \P (rapidyaml was seen to misread a '\\' before them).
+_AFTER_QUOTE = re.compile(r"(?:^|\n)[ \t]*(?:-[ \t]+)+(?:\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\n]|'')*')[ \t]+-")
+_QUOTED_KEY_HINT = re.compile(r"[\"'][ \t]*:(?:[ \t\r\n]|$)")  # a reason to look for quoted keys in the tree
 _LINE_ESCAPE = re.compile(r"\\[LP]")
+_HEADER_COMMENT = re.compile(r"(?:^|(?<=[\s:-]))[|>][1-9+-]{0,2}[ \t]+#")  # rapidyaml reads '+' in '> #+'
 _BLOCK_HEADER = re.compile(r"(?:^|(?<=[\s:-]))[|>][1-9+-]{0,2}[ \t]*(?:#[^\n]*)?$", re.M)
-# Tabs where the two parsers were seen to differ: after ':' ('a:\tx'), in a line's leading white space
+# Tabs where the two parsers were seen to differ: after ':', '?' or '-' ('a:\tx'), in a line's leading white space
 # (block scalar indentation), after a line's '- ' or '? ', before a line break, ',', ']', '}' or a ': '.
-_TAB_RISK = re.compile(r"[:-]\t|(?:^|\n)[ ]*(?:[-?][ ]+)*[-?]?[ ]*\t|\t[ \t]*(?:[,\]}\r\n]|:(?:[ \t\r\n]|$))")
+_TAB_RISK = re.compile(r"[:?-]\t|(?:^|\n)[ ]*(?:[-?][ ]+)*[-?]?[ ]*\t|\t[ \t]*(?:[,\]}\r\n]|:(?:[ \t\r\n]|$))")
 # Strings in the emitted JSON that may stand for a plain scalar rapidyaml reads differently: a null
 # spelling, a float spelling the emitter rewrote, a string starting with '@', '`', ',', ']', '}' or '%'
-# (libyaml refuses a plain scalar starting with one of these; rapidyaml reads text).
-_SUSPECT_JSON = re.compile(r'"(?:~|Null|NULL|[-+]?\.(?:nan|inf))"|(?:^|(?<=[\s\[{,]))"[@`,\]}%]')
-_SUSPECT_PLAIN = re.compile(rb"(?:~|Null|NULL|[-+]?\.?(?i:nan|inf)|[@`,\]}%].*)", re.S)
+# (libyaml refuses a plain scalar starting with one of these; rapidyaml reads text) or a space (no plain
+# scalar does: rapidyaml was seen to make one of an over-indented key).
+_SUSPECT_JSON = re.compile(r'"(?:~|Null|NULL|[-+]?\.(?:nan|inf))"|(?:^|(?<=[\s\[{,]))"[@`,\]}% ]')
+_SUSPECT_PLAIN = re.compile(rb"(?:~|Null|NULL|[-+]?\.?(?i:nan|inf)|[@`,\]}% ].*)", re.S)
 _NULL_KEYS = frozenset(("", "null"))
 _REWRITTEN_FLOAT = re.compile(r"[-+]?0\.|.*\.0(?:[eE]|$)")
 
@@ -173,25 +207,56 @@ if ryml is not None:
     _VAL_NOT_PLAIN = ryml.VAL_SQUO | ryml.VAL_DQUO | ryml.VAL_LITERAL | ryml.VAL_FOLDED
     _KEY, _VAL = ryml.KEY, ryml.VAL
     _FLOW = ryml.CONTAINER_STYLE_FLOW
+    _KEY_QUOTED = ryml.KEY_SQUO | ryml.KEY_DQUO
+    _SCALARS = (
+        (ryml.KEY, _KEY_NOT_PLAIN, ryml.Tree.key, True),
+        (ryml.VAL, _VAL_NOT_PLAIN, ryml.Tree.val, False),
+    )
+_FLOW_START = (b"?", b":")  # libyaml refuses or re-reads a plain scalar starting with these in a flow collection
+# What libyaml reads differently in a flow collection's plain keys (a key over two lines, ' #' a comment,
+# a ':' inside) and values (' #', a blank line inside, '?' or ':' first, ':' before '?' or a flow indicator).
+_FLOW_KEY = re.compile(rb"[ \t#:\n]")
+_FLOW_VAL = re.compile(rb"[ \t]#|\n|^[?:]|:[?,\[\]{}]")
 
 
-def _tree_reason(tree: Any, plain: bool, flow: bool) -> str | None:
-    """Why the tree is not to be trusted: node properties, (``plain``) a plain scalar rapidyaml reads
-    differently, or (``flow``) a flow collection that is not empty."""
+def _tree_reason(tree: Any, plain: bool, flow: bool, flow_text: str | None) -> str | None:
+    """Why the tree is not to be trusted: node properties, a quoted key, (``plain``) a plain scalar
+    rapidyaml reads differently, or (``flow``: the text has '[' or '{') in a non-empty flow collection,
+    a plain scalar that libyaml reads differently there, or the text's ``flow_text`` reason."""
     kind = tree.type
+    seen: list[int] = []
+    flow_open = False  # a non-empty flow collection so far (the parser numbers parents before children)
     for node in range(tree.size()):
         bits = kind(node)
+        seen.append(bits)
         if bits & _PROPERTY_BITS:
             return "an anchor, alias or tag"
-        if flow and bits & _FLOW and tree.has_children(node):
-            return "a flow collection that is not empty"
-        if not plain:
+        if bits & _KEY_QUOTED:
+            return "a quoted key"
+        in_flow = False
+        if flow:
+            if bits & _FLOW and tree.has_children(node):
+                if flow_text is not None:
+                    return flow_text
+                flow_open = True
+            if flow_open:
+                parent = tree.parent(node)
+                in_flow = bool((seen[parent] if parent < node else kind(parent)) & _FLOW)
+        if not (plain or in_flow):
             continue
-        for has, not_plain, get in ((_KEY, _KEY_NOT_PLAIN, tree.key), (_VAL, _VAL_NOT_PLAIN, tree.val)):
-            if bits & has and not bits & not_plain:
-                scalar = get(node)
-                if scalar is not None and _SUSPECT_PLAIN.fullmatch(bytes(scalar)) is not None:
-                    return "a plain scalar rapidyaml reads differently (~, Null, NULL, nan/inf; @, `, ',', ']', '}' or % first)"
+        for has, not_plain, get, is_key in _SCALARS:
+            if not bits & has or bits & not_plain:
+                continue
+            scalar = get(tree, node)
+            if scalar is None:
+                continue
+            scalar = bytes(scalar)
+            if plain and _SUSPECT_PLAIN.fullmatch(scalar) is not None:
+                return "a plain scalar rapidyaml reads differently (~, Null, NULL, nan/inf; @, `, ',', ']', '}', % or a space first)"
+            if in_flow and (
+                scalar[:1] in _FLOW_START or _FLOW_KEY.search(scalar) if is_key else _FLOW_VAL.search(scalar)
+            ):
+                return "a plain scalar in a flow collection that libyaml reads differently ('?' or ':' first, ' #', a line break, a key with a space or ':')"
     return None
 
 
@@ -216,19 +281,22 @@ def _text_reason(text: str) -> str | None:
         _INDENTED_BLOCK.search(text) is not None or (not text.endswith("\n") and _BLOCK_HEADER.search(text) is not None)
     ):
         return "a block scalar with an indentation indicator and a blank first line, or in a text without a final line break"
-    if ("|" in text or ">" in text) and _BAD_HEADER.search(text) is not None:
-        return "'|' or '>' starting a value without a well-formed block scalar header"
-    if "\\\n" in text or "\\\r" in text:
+    if ("|" in text or ">" in text) and (
+        _BAD_HEADER.search(text) is not None or ("#" in text and _HEADER_COMMENT.search(text) is not None)
+    ):
+        return "'|' or '>' starting a value without a well-formed block scalar header, or with a comment"
+    if "\\\n" in text or "\\\r" in text or "\\ " in text or "\\\t" in text:
         if _ESCAPED_BREAK_BLANK.search(text) is not None:
-            return "an escaped line break followed by a blank line"
+            return "an escaped line break followed by a blank line, or a line of only an escaped space"
     if ('"' in text or "'" in text) and _AFTER_QUOTE.search(text) is not None:
-        return "a quoted key, or '-' after a quoted scalar"
+        return "'-' after a quoted sequence entry"
     if "\\" in text and _LINE_ESCAPE.search(text) is not None:
         return "a \\L or \\P escape"
     if not text.endswith("\n") and text.rstrip(" \t")[-1:] in ("-", "?", ":"):
         return "an indicator at the end of a text without a final line break"
-    if ("[" in text or "{" in text) and _EMPTY_FLOW_THEN.search(text) is not None:
-        return "an empty flow collection with more on its line"
+    if ("[" in text or "{" in text) and text[:1] != "{":
+        if _FLOW_THEN.search(text) is not None or _open_flow_then(text):
+            return "a flow collection with more on its line"
     return None
 
 
@@ -252,8 +320,14 @@ def _answer(text: str) -> tuple[dict[str, Any] | None, str | None]:
         return None, "empty"
     plain = _SUSPECT_JSON.search(emitted) is not None
     flow = "[" in text or "{" in text
-    if plain or flow or _PROPERTY.search(text) is not None:
-        reason = _tree_reason(tree, plain, flow)
+    if (
+        plain
+        or flow
+        or _PROPERTY.search(text) is not None
+        or (("'" in text or '"' in text) and _QUOTED_KEY_HINT.search(text) is not None)
+    ):
+        flow_text = "a flow construct libyaml reads differently (':]', a line starting with ':', ']#')"
+        reason = _tree_reason(tree, plain, flow, flow_text if flow and _FLOW_TEXT.search(text) else None)
         if reason is not None:
             return None, reason
     try:

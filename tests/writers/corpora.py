@@ -117,6 +117,9 @@ _LOOKALIKES = [
     "---",
     "...",
 ]
+# For property-based generation (tests/test_fast_yaml.py): the pieces text is built from, and whole values.
+PIECES: tuple[str, ...] = tuple(_WORDS + _UNICODE + _HAZARDS)
+LOOKALIKES: tuple[str, ...] = tuple(_LOOKALIKES)
 _DOMAINS = ["reuters.com", "wsj.com", "lemonde.fr", "elpais.com", "asia.nikkei.com", "bbc.com"]
 _OFFSETS = ["Z", "+02:00", "-05:00", "+05:30", "+00:00"]
 
