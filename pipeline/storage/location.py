@@ -37,11 +37,7 @@ ATTEMPTS = 5  # tries of one object operation on a transient error (each try is 
 BACKOFF_CAP = 2.0  # seconds: the longest pause between two tries
 
 
-class StorageError(PipelineError):
-    """Object storage refused or failed an operation the run cannot do without."""
-
-
-class StorageFailure(StorageError, OSError):
+class StorageFailure(PipelineError, OSError):
     """An object operation that still failed after its retries: says which operation, which object, and why.
 
     An ``OSError`` too (errno EIO), so code that treats I/O errors as "this file / this step

@@ -17,13 +17,11 @@ import duckdb
 import pyarrow as pa
 
 from pipeline import schema
-from pipeline.read.discover import FOUND_SCHEMA
 from pipeline.read.problems import Problem, Retry, retried
 from pipeline.warehouse.sql import ident, literal
 
 T = TypeVar("T")
 SCHEMA = schema.SOURCE_FILES.arrow_schema()
-DISCOVERED = FOUND_SCHEMA  # what discovery found, as Arrow
 
 
 def empty() -> pa.Table:
