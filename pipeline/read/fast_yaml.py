@@ -91,8 +91,9 @@ def _open_flow_then(text: str) -> bool:
 
 # Text that counts only when rapidyaml's tree has a non-empty flow collection: a ':' right before ',',
 # ']' or '}' ('[x:]', '{x:}': libyaml refuses, rapidyaml reads a key); a line that starts with ':' (a key
-# and its ':' on two lines: libyaml refuses); '#' right after ']' or '}'; '?' after '[', '{' or ','.
-_FLOW_TEXT = re.compile(r":[,\]}]|\n[ \t]*:|[\]}]#|[\[{,][ \t\r\n]*\?")
+# and its ':' on two lines: libyaml refuses); '#' right after ']' or '}'; '?' after '[', '{' or ',' and
+# before a line break.
+_FLOW_TEXT = re.compile(r":[,\]}]|\n[ \t]*:|[\]}]#|[\[{,][ \t\r\n]*\?[ \t]*(?:\r?\n|$)")
 # A block scalar header: with an indentation indicator ('|2', '>-1') and a blank first line (blank-only
 # content: the two read its white space differently), or at the end of a text that does not
 # end with a line break (libyaml and rapidyaml give such block scalars different white space).
@@ -208,6 +209,7 @@ if ryml is not None:
     _KEY, _VAL = ryml.KEY, ryml.VAL
     _FLOW = ryml.CONTAINER_STYLE_FLOW
     _KEY_QUOTED = ryml.KEY_SQUO | ryml.KEY_DQUO
+    _BLOCK_STYLE = ryml.VAL_LITERAL | ryml.VAL_FOLDED | ryml.KEY_LITERAL | ryml.KEY_FOLDED
     _SCALARS = (
         (ryml.KEY, _KEY_NOT_PLAIN, ryml.Tree.key, True),
         (ryml.VAL, _VAL_NOT_PLAIN, ryml.Tree.val, False),
@@ -219,10 +221,16 @@ _FLOW_KEY = re.compile(rb"[ \t#:\n]")
 _FLOW_VAL = re.compile(rb"[ \t]#|\n|^[?:]|:[?,\[\]{}]")
 
 
-def _tree_reason(tree: Any, plain: bool, flow: bool, flow_text: str | None) -> str | None:
+_ANY_BLOCK = 1  # the text has a '|' or '>' that may be a malformed or commented block scalar header
+_BLANK_BLOCK = 2  # the text has an indentation indicator on a header followed by a blank line
+
+
+def _tree_reason(tree: Any, plain: bool, flow: bool, flow_text: str | None, blocks: int = 0) -> str | None:
     """Why the tree is not to be trusted: node properties, a quoted key, (``plain``) a plain scalar
-    rapidyaml reads differently, or (``flow``: the text has '[' or '{') in a non-empty flow collection,
-    a plain scalar that libyaml reads differently there, or the text's ``flow_text`` reason."""
+    rapidyaml reads differently, (``flow``: the text has '[' or '{') in a non-empty flow collection,
+    a plain scalar that libyaml reads differently there, or the text's ``flow_text`` reason; with
+    ``blocks``, any block scalar (``_ANY_BLOCK``: it may come from the suspect header) or a block scalar of
+    white space only (``_BLANK_BLOCK``: libyaml and rapidyaml indent blank-only content differently)."""
     kind = tree.type
     seen: list[int] = []
     flow_open = False  # a non-empty flow collection so far (the parser numbers parents before children)
@@ -233,6 +241,12 @@ def _tree_reason(tree: Any, plain: bool, flow: bool, flow_text: str | None) -> s
             return "an anchor, alias or tag"
         if bits & _KEY_QUOTED:
             return "a quoted key"
+        if blocks and bits & _BLOCK_STYLE:
+            if blocks == _ANY_BLOCK:
+                return "a block scalar, and a '|' or '>' that may start a malformed or commented header"
+            value = tree.val(node)
+            if value is None or not bytes(value).strip():
+                return "a block scalar with an indentation indicator and white space only"
         in_flow = False
         if flow:
             if bits & _FLOW and tree.has_children(node):
@@ -277,14 +291,8 @@ def _text_reason(text: str) -> str | None:
         return "deep nesting (the strict loader's depth screen)"
     if "\t" in text and _TAB_RISK.search(text) is not None:
         return "a tab next to structure"
-    if ("|" in text or ">" in text) and (
-        _INDENTED_BLOCK.search(text) is not None or (not text.endswith("\n") and _BLOCK_HEADER.search(text) is not None)
-    ):
-        return "a block scalar with an indentation indicator and a blank first line, or in a text without a final line break"
-    if ("|" in text or ">" in text) and (
-        _BAD_HEADER.search(text) is not None or ("#" in text and _HEADER_COMMENT.search(text) is not None)
-    ):
-        return "'|' or '>' starting a value without a well-formed block scalar header, or with a comment"
+    if ("|" in text or ">" in text) and not text.endswith("\n") and _BLOCK_HEADER.search(text) is not None:
+        return "a block scalar in a text without a final line break"
     if "\\\n" in text or "\\\r" in text or "\\ " in text or "\\\t" in text:
         if _ESCAPED_BREAK_BLANK.search(text) is not None:
             return "an escaped line break followed by a blank line, or a line of only an escaped space"
@@ -320,14 +328,21 @@ def _answer(text: str) -> tuple[dict[str, Any] | None, str | None]:
         return None, "empty"
     plain = _SUSPECT_JSON.search(emitted) is not None
     flow = "[" in text or "{" in text
+    blocks = 0
+    if "|" in text or ">" in text:
+        if _BAD_HEADER.search(text) is not None or ("#" in text and _HEADER_COMMENT.search(text) is not None):
+            blocks = _ANY_BLOCK
+        elif _INDENTED_BLOCK.search(text) is not None:
+            blocks = _BLANK_BLOCK
     if (
         plain
         or flow
+        or blocks
         or _PROPERTY.search(text) is not None
         or (("'" in text or '"' in text) and _QUOTED_KEY_HINT.search(text) is not None)
     ):
         flow_text = "a flow construct libyaml reads differently (':]', a line starting with ':', ']#')"
-        reason = _tree_reason(tree, plain, flow, flow_text if flow and _FLOW_TEXT.search(text) else None)
+        reason = _tree_reason(tree, plain, flow, flow_text if flow and _FLOW_TEXT.search(text) else None, blocks)
         if reason is not None:
             return None, reason
     try:
