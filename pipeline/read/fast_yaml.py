@@ -59,15 +59,16 @@ _LONE_CR = re.compile(r"\r(?!\n)")
 # '&', '*' or '!' starting a token (after white space, ',', ':', '?', '-', '[' or '{'), inside quotes
 # or not: only a reason to read the tree's anchor, alias and tag bits.
 _PROPERTY = re.compile(r"[&*!](?<=[\s,:?\[{-].)")
-# In a block document, a line with a flow collection and more after it ('- {} x:', '- {e} x:'): rapidyaml
-# reads on, libyaml refuses.
+# In a block document, a line with a flow collection after '- ' or 'key: ' and more after it ('- {} x:',
+# '- {e} x:'): rapidyaml reads on, libyaml refuses. (A flow collection alone on its line with more after it
+# is refused by both.)
 _FLOW_THEN = re.compile(
-    r"(?:^|\n)[ \t]*(?:-[ \t]+)*(?:[^\s:#'\"][^\n:#'\"]*:[ \t]+)?[\[{]"
+    r"(?:^|\n)[ \t]*(?:(?:-[ \t]+)+(?:[^\s:#'\"][^\n:#'\"]*:[ \t]+)?|[^\s:#'\"][^\n:#'\"]*:[ \t]+)[\[{]"
     r"(?:[^\n'\"]|'[^'\n]*'|\"(?:[^\"\\\n]|\\.)*\")*[\]}][ \t]*[^\s#,\]}]"
 )
 # A line whose flow collection stays open (see _open_flow_then).
 _OPEN_FLOW_LINE = re.compile(
-    r"(?:^|\n)[ \t]*(?:-[ \t]+)*(?:[^\s:#'\"][^\n:#'\"]*:[ \t]+)?[\[{]"
+    r"(?:^|\n)[ \t]*(?:(?:-[ \t]+)+(?:[^\s:#'\"][^\n:#'\"]*:[ \t]+)?|[^\s:#'\"][^\n:#'\"]*:[ \t]+)[\[{]"
     r"(?:[^\n'\"\]}]|'[^'\n]*'|\"(?:[^\"\\\n]|\\.)*\")*\n"
 )
 _JUNK = re.compile(r"[ \t]*[^\s#,\]}]")
@@ -108,6 +109,7 @@ _ESCAPED_BREAK_BLANK = re.compile(r"\\\r?\n[ \t]*\r?\n|(?:^|\n)[ \t]*\\[ \t]\r?\
 # \L and \P (rapidyaml was seen to misread a '\\' before them).
 _AFTER_QUOTE = re.compile(r"(?:^|\n)[ \t]*(?:-[ \t]+)+(?:\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\n]|'')*')[ \t]+-")
 _QUOTED_KEY_HINT = re.compile(r"[\"'][ \t]*:(?:[ \t\r\n]|$)")  # a reason to look for quoted keys in the tree
+_EXPLICIT_KEY = re.compile(r"(?:^|\n)[ \t]*(?:-[ \t]+)*\?(?:[ \t\r\n]|$)")  # '? a\n:1': the two differ
 _LINE_ESCAPE = re.compile(r"\\[LP]")
 _HEADER_COMMENT = re.compile(r"(?:^|(?<=[\s:-]))[|>][1-9+-]{0,2}[ \t]+#")  # rapidyaml reads '+' in '> #+'
 _BLOCK_HEADER = re.compile(r"(?:^|(?<=[\s:-]))[|>][1-9+-]{0,2}[ \t]*(?:#[^\n]*)?$", re.M)
@@ -298,6 +300,8 @@ def _text_reason(text: str) -> str | None:
             return "an escaped line break followed by a blank line, or a line of only an escaped space"
     if ('"' in text or "'" in text) and _AFTER_QUOTE.search(text) is not None:
         return "'-' after a quoted sequence entry"
+    if "?" in text and _EXPLICIT_KEY.search(text) is not None:
+        return "an explicit key ('? ') in a block collection"
     if "\\" in text and _LINE_ESCAPE.search(text) is not None:
         return "a \\L or \\P escape"
     if not text.endswith("\n") and text.rstrip(" \t")[-1:] in ("-", "?", ":"):
