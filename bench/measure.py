@@ -7,7 +7,7 @@ counts shared pages once per process). ``wait4``'s ru_maxrss cross-checks the la
 
 Pipeline runs are timed twice: the whole process (wall) and the pipeline's own work, ``finished_at -
 started_at`` of the run's ``load_runs`` row. The baselines (bench/baselines/) run in .venv-bench
-(bench/envs.py), or in this interpreter for pandas when it is installed here.
+(harness/envs.py), or in this interpreter for pandas when it is installed here.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from . import envs
+from harness import envs
+
 from .common import REPO, log
 from .corpus import change_sample, changed_files
 

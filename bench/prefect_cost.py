@@ -25,7 +25,7 @@ from bench.common import REPO, log
 from bench.corpus import ensure_corpus
 from bench.machine import machine
 from bench.measure import clean_env, run_pipeline
-from tests.prefect_server import PrefectServer
+from harness.prefect_server import PrefectServer
 
 CONFIGS = ("none", "temporary server", "server started beforehand", "default (local server)")
 

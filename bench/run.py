@@ -25,7 +25,7 @@ It prints a Markdown report and writes it to OUT/report.md (raw numbers in OUT/r
 The work is split by job: bench/corpus.py (the corpus and the 1% rewrite), bench/measure.py (process
 trees' time and memory, pipeline loads, Prefect, baselines), bench/queries.py (BI queries, row groups),
 bench/machine.py (machine facts), bench/report.py (the report, one function per section),
-bench/envs.py (the baselines' venv) and bench/common.py (REPO, log). This module parses the
+harness/envs.py (the baselines' venv) and bench/common.py (REPO, log). This module parses the
 arguments and wires them together.
 """
 

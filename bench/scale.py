@@ -56,8 +56,8 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-from tests.prefect_server import PrefectServer
-from tests.s3_server import MotoServer, put
+from harness.prefect_server import PrefectServer
+from harness.s3_server import MotoServer, put
 
 from .common import REPO, log
 from .corpus import ensure_corpus

@@ -124,7 +124,7 @@ def export_tables(warehouse: Path, tables: tuple[str, ...] = CONTENT_TABLES) -> 
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[Any]:
     """A real `prefect server start` on loopback, shared by every test that needs the Prefect API."""
-    from .prefect_server import PrefectServer, group_members
+    from harness.prefect_server import PrefectServer, group_members
 
     srv = PrefectServer()
     srv.start()
@@ -138,7 +138,7 @@ def prefect_server() -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def s3() -> Iterator[Any]:
     """A real S3-compatible server (moto) on loopback; its endpoint and test keys are set for this process too."""
-    from .s3_server import MotoServer
+    from harness.s3_server import MotoServer
 
     srv = MotoServer()
     srv.start()

@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from bench.envs import ensure_venv
+from harness.envs import ensure_venv
 from pipeline import schema
 from pipeline.storage.location import Location
 from pipeline.warehouse import commits, delta, query

@@ -30,7 +30,7 @@ import polars as pl
 import pyarrow.dataset as ds
 import pytest
 
-from bench.envs import ensure_venv
+from harness.envs import ensure_venv
 from pipeline import schema
 
 from .conftest import REPO, SEEDS, cli_env, open_catalog, run_cli

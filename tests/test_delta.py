@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from harness.s3_server import MotoServer
 from pipeline import faults, schema
 from pipeline.storage.location import Location
 from pipeline.warehouse import commits, delta
@@ -27,7 +28,6 @@ from pipeline.warehouse.commits import Snapshot
 
 from .conftest import SEEDS, cli_env, run_cli
 from .delta_readers import deltalake_rows, duckdb_rows, missing_files, pipeline_rows, polars_rows
-from .s3_server import MotoServer
 from .test_incremental import ECB, FED, new_doc, set_key
 
 

@@ -15,10 +15,10 @@ from typing import Any
 import psutil
 import pytest
 
+from harness.prefect_server import task_name, wait_until
 from pipeline.engine.stages import STAGES
 
 from .conftest import REPO, cli_env, run_cli
-from .prefect_server import task_name, wait_until
 
 pytestmark = pytest.mark.server
 STARTED = "pipeline: started a local Prefect server"
@@ -130,9 +130,8 @@ def test_a_stale_server_is_replaced_and_two_runs_at_once_start_one(tmp_path: Pat
 
 def test_recorder_flush_interval_is_a_whole_number() -> None:
     """Prefect reads it with int(): 0.5 became 0, a busy loop that kept a core at 100% on an idle server."""
+    from harness.prefect_server import SERVER_ENV
     from pipeline.orchestration import prefect_env, server
-
-    from .prefect_server import SERVER_ENV
 
     for env in (prefect_env.DEFAULTS, server.SERVER_ENV, SERVER_ENV):
         value = env["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL"]

@@ -20,7 +20,8 @@ from typing import Any
 import duckdb
 import pytest
 
-from bench.envs import ensure_venv
+from harness.envs import ensure_venv
+from harness.s3_server import MotoServer, put
 from pipeline import faults, schema
 from pipeline.errors import WarehouseLocked
 from pipeline.storage.location import Location
@@ -28,7 +29,6 @@ from pipeline.warehouse import commits
 from pipeline.warehouse.query import connect
 
 from .conftest import CONTENT_TABLES, REPO, SEEDS, cli_env, run_cli
-from .s3_server import MotoServer, put
 from .test_incremental import ECB, FED, SCOTLAND, new_doc, set_key
 
 pytestmark = pytest.mark.server
@@ -159,7 +159,7 @@ def test_s3_to_s3_on_dask_through_prefect_matches_a_local_load(
 
     # Parse batches and merges ran as Prefect tasks (on the cluster), next to the six stages; the
     # server records them from events, all of them within a few seconds.
-    from .prefect_server import task_name, task_runs, wait_until
+    from harness.prefect_server import task_name, task_runs, wait_until
 
     def recorded() -> list[str] | None:
         with prefect_server.client() as client:

@@ -15,11 +15,7 @@ from typing import Any
 
 import pytest
 
-from pipeline import faults
-from pipeline.engine.stages import STAGES as ENGINE_STAGES
-
-from .conftest import REPO, run_cli
-from .prefect_server import (
+from harness.prefect_server import (
     PREFECT,
     PrefectServer,
     artifacts,
@@ -29,6 +25,10 @@ from .prefect_server import (
     task_runs,
     wait_until,
 )
+from pipeline import faults
+from pipeline.engine.stages import STAGES as ENGINE_STAGES
+
+from .conftest import REPO, run_cli
 
 pytestmark = pytest.mark.server
 

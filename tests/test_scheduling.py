@@ -23,10 +23,7 @@ from typing import Any
 import psutil
 import pytest
 
-from pipeline import faults
-
-from .conftest import REPO, open_catalog, run_cli
-from .prefect_server import (
+from harness.prefect_server import (
     PrefectServer,
     artifacts,
     count_runs,
@@ -35,6 +32,9 @@ from .prefect_server import (
     stop_group,
     wait_until,
 )
+from pipeline import faults
+
+from .conftest import REPO, open_catalog, run_cli
 
 pytestmark = pytest.mark.server
 

@@ -24,10 +24,7 @@ from typing import Any
 
 import pytest
 
-from pipeline import faults
-
-from .conftest import REPO, SEEDS, cli_env, run_cli
-from .prefect_server import (
+from harness.prefect_server import (
     PrefectServer,
     count_runs,
     deployment_runs,
@@ -37,7 +34,10 @@ from .prefect_server import (
     task_runs,
     wait_until,
 )
-from .s3_server import MotoServer, put
+from harness.s3_server import MotoServer, put
+from pipeline import faults
+
+from .conftest import REPO, SEEDS, cli_env, run_cli
 
 pytestmark = pytest.mark.server
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from bench.envs import ensure_venv
+from harness.envs import ensure_venv
 
 from .conftest import REPO, SEEDS, cli_env, run_cli
 from .test_bi_clients import EXAMPLE_QUERIES, NON_UTC, TIME_QUERIES, _assert_known_time_answers, _time_rows

@@ -1,7 +1,7 @@
 """A throw-away local Superset for tests/test_superset.py and tests/bi/superset/screenshot.py.
 
 Runs in the project's interpreter (standard library only); Superset itself runs from .venv-superset,
-built by bench.envs.ensure_venv from tests/bi/superset/requirements.txt. `LocalSuperset` prepares a
+built by harness.envs.ensure_venv from tests/bi/superset/requirements.txt. `LocalSuperset` prepares a
 fresh SQLite metadata database in its home folder (db upgrade, an admin user, init), serves Superset
 on 127.0.0.1 and a free port, and talks to it through the REST API with a bearer token, as a user's
 script would. The time zone of the Superset process is the caller's choice (``tz``).

@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
 sys.path.insert(0, str(REPO))
 
-from bench.envs import ensure_venv  # noqa: E402
+from harness.envs import ensure_venv  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("superset_local", HERE / "local.py")
 assert _spec is not None and _spec.loader is not None
