@@ -118,6 +118,25 @@ def export_tables(warehouse: Path, tables: tuple[str, ...] = CONTENT_TABLES) -> 
         con.close()
 
 
+def table_rows(warehouse: Path | str, table: str, order_by: str = "") -> list[dict[str, Any]]:
+    """The rows of one table of the newest snapshot (a local folder or an s3:// URL), as dicts."""
+    from pipeline.storage.location import Location
+    from pipeline.warehouse.query import connect
+
+    con = connect(Location.parse(str(warehouse)))
+    try:
+        cur = con.execute(f'SELECT * FROM "{table}"' + (f" ORDER BY {order_by}" if order_by else ""))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    finally:
+        con.close()
+
+
+def load_runs(warehouse: Path | str) -> list[dict[str, Any]]:
+    """The warehouse's load_runs rows, oldest first."""
+    return table_rows(warehouse, "load_runs", order_by="started_at")
+
+
 # --- servers, started once per session ------------------------------------------------------------------
 
 

@@ -28,7 +28,7 @@ from pipeline.storage.location import Location
 from pipeline.warehouse import commits
 from pipeline.warehouse.query import connect
 
-from .conftest import CONTENT_TABLES, REPO, SEEDS, cli_env, run_cli
+from .conftest import CONTENT_TABLES, REPO, SEEDS, cli_env, load_runs, run_cli
 from .test_incremental import ECB, FED, SCOTLAND, new_doc, set_key
 
 pytestmark = pytest.mark.server
@@ -61,16 +61,6 @@ def export(url: str) -> dict[str, list[tuple[Any, ...]]]:
 def rows(export_: dict[str, list[tuple[Any, ...]]], table: str) -> list[dict[str, Any]]:
     names = [n for n in schema.table(table).column_names if n not in STORAGE_COLUMNS.get(table, ())]
     return [dict(zip(names, r, strict=True)) for r in export_[table]]
-
-
-def load_runs(url: str) -> list[dict[str, Any]]:
-    con = connect(Location.parse(url))
-    try:
-        cur = con.execute("SELECT * FROM load_runs ORDER BY started_at")
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
-    finally:
-        con.close()
 
 
 def s3_run(
