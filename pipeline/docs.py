@@ -7,6 +7,7 @@ import os
 import re
 
 from pipeline import schema
+from pipeline.read import timestamps
 from pipeline.read.contract import describe_contract
 from pipeline.read.problems import REASONS, STAGES
 from pipeline.warehouse.checks import describe_table
@@ -94,7 +95,24 @@ def rejects_reference() -> str:
     for stage in STAGES:
         for r in (r for r in REASONS.values() if r.stage == stage):
             lines.append(f"| `{r.code}` | {r.stage} | {r.action} | {r.retry.value} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ["", *timestamp_forms()]) + "\n"
+
+
+def timestamp_forms() -> list[str]:
+    """The accepted timestamp forms (``bad_timestamp`` otherwise), from ``read/timestamps.py``."""
+    lines = [
+        "## Accepted timestamp forms",
+        "",
+        "`publishedDateTime` (and every other timestamp field) takes one of these forms; anything else is",
+        "`bad_timestamp`, with a message that names the part that is wrong.",
+        "",
+        "| form | example | read as |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {f.name} | `{f.example}` | {f.read_as} |" for f in timestamps.FORMS]
+    lines += ["", timestamps.PRECISION, "", "Refused, with a message that names the part:", ""]
+    lines += [f"- {why}" for why in timestamps.REFUSED]
+    return lines
 
 
 def _references() -> list[tuple[str, str, str]]:

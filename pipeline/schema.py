@@ -165,7 +165,7 @@ EXTRA = (
 HOSTS = "(scheme and host lower-cased, a trailing dot dropped, international names as IDNA/punycode)"
 PROVIDERS_REF = Reference("providers", "provider_id")
 IMAGE_FIELDS = (
-    _f("url", "url", "text", "image URL as written", "image URL"),
+    _f("url", "url", "url", "image URL as written", "image URL (an absolute http(s) URL)"),
     _f("width", "width", "int", "width in pixels", "width in pixels (integer >= 0)"),
     _f("height", "height", "int", "height in pixels", "height in pixels (integer >= 0)"),
     _f("is_cached", "isCached", "bool", "isCached flag", "whether the image is cached upstream (true/false)"),

@@ -155,12 +155,15 @@ class FaultProxy:
     # --- serving ---------------------------------------------------------------------------------
     def _decide(self, method: str, key: str) -> tuple[str, Rule | None]:
         with self._lock:
-            for rule in self.rules:
+            chosen: Rule | None = None
+            for rule in self.rules:  # every matching rule counts the request; the first that is due fires
                 if rule.matches(method, key):
                     rule.seen += 1
-                    if rule.nth <= rule.seen < rule.nth + rule.times:
-                        rule.fired += 1
-                        return rule.kind, rule
+                    if chosen is None and rule.nth <= rule.seen < rule.nth + rule.times:
+                        chosen = rule
+            if chosen is not None:
+                chosen.fired += 1
+                return chosen.kind, chosen
             if self.random is not None:
                 return self.random.pick(key), None
         return "", None

@@ -110,7 +110,7 @@ def integers_written(draw: st.DrawFn, values: st.SearchStrategy[int]) -> tuple[A
 def images(draw: st.DrawFn) -> tuple[dict[str, Any], tuple[Any, ...]]:
     """(image mapping, expected (url, width, height, is_cached))."""
     img: dict[str, Any] = {}
-    url = draw(st.one_of(st.none(), texts))
+    url = draw(st.one_of(st.none(), urls))  # image URLs are absolute http(s) URLs like the others
     width = draw(st.one_of(st.none(), integers_written(sizes)))
     height = draw(st.one_of(st.none(), integers_written(sizes)))
     cached = draw(st.one_of(st.none(), st.booleans()))
@@ -530,3 +530,24 @@ def test_every_discovered_file_is_accounted_for_once(specs: list[dict[str, Any]]
         run2 = run_all(cfg, make_run_id(utc_now()))
         _check_run(warehouse, run2.need("built").counts, survivors)
         assert run2.need("built").counts["files_deleted"] == deleted
+
+
+def test_a_touched_duplicate_takes_over_when_the_winner_breaks(tmp_path: Path) -> None:
+    """Found by the property test above: the winner of an identity breaks while the loser is only touched
+    (same bytes, new mtime). The loser must load; it was left a duplicate of a rejected file and the
+    article vanished from the snapshot."""
+    seeds, warehouse = tmp_path / "seeds", tmp_path / "warehouse"
+    seeds.mkdir()
+    winner = {"i": 5, "kind": "valid", "folder": "", "url": "shared-2"}
+    loser = {"i": 9, "kind": "valid", "folder": "", "url": "shared-2"}
+    for spec in (winner, loser):
+        _write(seeds, spec, bump=0)
+    cfg = Settings(seeds=str(seeds), warehouse=str(warehouse), workers=1)
+    run = run_all(cfg, make_run_id(utc_now()))
+    _check_run(warehouse, run.need("built").counts, [winner, loser])
+    broken = {**winner, "kind": "no_title"}
+    _write(seeds, broken, bump=1)
+    _write(seeds, loser, bump=1)  # rewritten with the same bytes
+    run = run_all(cfg, make_run_id(utc_now()))
+    expected = _check_run(warehouse, run.need("built").counts, [broken, loser])
+    assert expected[_rel(loser)][0] == "loaded"

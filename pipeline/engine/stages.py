@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline import faults, schema
 from pipeline.config import Settings
@@ -29,6 +30,7 @@ from pipeline.errors import ChecksFailed, ConfigError, PipelineError, StageFaile
 from pipeline.progress import Reporter
 from pipeline.read.discover import discover
 from pipeline.read.problems import duplicate_identity, path_order
+from pipeline.report import bounded_list
 from pipeline.storage.location import Location, transient
 from pipeline.warehouse import checks, commits, delta, ledger, merge, tables
 from pipeline.warehouse import retention as retention_gc
@@ -330,9 +332,12 @@ def resolve(state: State, services: Services) -> State:
     prev = planned.previous
     decided = {r["source_path"]: r for r in planned.decided.to_pylist()}
 
+    held: list[str] = []
+
     def settle(parsed: Parsed) -> tuple[pa.Table, pa.Table]:
-        paths = ledger.parsed_paths(parsed.outcomes, list(planned.refused_read))
-        return paths, ledger.manifest(planned.kept, prev, parsed.outcomes, ledger.to_table(list(decided.values())))
+        work, held[:] = ledger.keep_published(parsed.outcomes, prev)
+        paths = ledger.parsed_paths(work, list(planned.refused_read))
+        return paths, ledger.manifest(planned.kept, prev, work, ledger.to_table(list(decided.values())))
 
     parsed_paths, m = settle(parsed)
     for round_no in range(1, 6):
@@ -353,7 +358,11 @@ def resolve(state: State, services: Services) -> State:
             )
             more = _parse_table(ctx, jobs, services, first_batch=round_no * 1_000_000)
             staged = {t: parsed.staging.get(t, ()) + more.staging.get(t, ()) for t in {*parsed.staging, *more.staging}}
-            parsed = Parsed(pa.concat_tables([parsed.outcomes, more.outcomes]), staged)
+            # A promoted file may have an earlier 'unchanged' outcome (same bytes after a touch): the
+            # re-read replaces it, or the manifest would hold the file twice (once as the old duplicate).
+            reread = pc.is_in(parsed.outcomes["source_path"], jobs["_path"])
+            earlier = parsed.outcomes.filter(pc.invert(reread))
+            parsed = Parsed(pa.concat_tables([earlier, more.outcomes]), staged)
         parsed_paths, m = settle(parsed)
         if not promoted:
             break
@@ -368,7 +377,15 @@ def resolve(state: State, services: Services) -> State:
         tuple(sorted(losers)),
         tuple(sorted(touched)),
     )
-    return state.timed("resolve", t0, resolved=out, parsed=out.parsed)
+    stale = (
+        (
+            f"{len(held):,} changed file(s) could not be read; their previous versions stay published "
+            f"(the next run retries): {bounded_list(held)}",
+        )
+        if held
+        else ()
+    )
+    return state.timed("resolve", t0, resolved=out, parsed=out.parsed, warnings=state.warnings + stale)
 
 
 def _dedupe(claims: list[dict[str, Any]], decided: dict[str, dict[str, Any]], run_id: str) -> list[Any]:
@@ -505,10 +522,11 @@ def publish(state: State, services: Services) -> State:
         commits.next_version(ctx.previous),
         {t: list(f) for t, f in built.files.items()},
         {"run_id": ctx.run_id, "rows": dict(built.rows)},
+        lock=services.lock,
     )
     faults.kill_at("after_commit")
     lake, warnings = follow_commit(wh, snap, ctx.settings, tables.scratch_dir(ctx.staging))
-    return state.timed("publish", t0, snapshot=snap, lake=lake, warnings=tuple(warnings))
+    return state.timed("publish", t0, snapshot=snap, lake=lake, warnings=state.warnings + tuple(warnings))
 
 
 def follow_commit(

@@ -9,14 +9,17 @@ are converted only when nothing is lost; anything else is refused, never guessed
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from pipeline import schema
+from pipeline.read import timestamps
 from pipeline.read.problems import Problem
 
 
@@ -71,14 +74,12 @@ DOCUMENT: tuple[Field, ...] = fields_of()
 
 _INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
 _INT_AS_FLOAT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)\.0*")
-_TIMESTAMP = re.compile(
-    r"\d{4}-\d{2}-\d{2}"
-    r"(?:[Tt ]\d{2}:\d{2}(?::\d{2}(?P<fraction>\.\d+)?)?[ ]?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)?)?"
-)
-_BASIC_FORMAT = re.compile(r"\d{8}(?:[Tt]\d{4,6}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:?\d{2})?)?")
-_EPOCH = re.compile(r"[-+]?\d{9,13}(?:\.\d+)?")
-_LEAP_SECOND = re.compile(r"[Tt ]\d{2}:\d{2}:60")
 _INT64 = 2**63
+_INT64_DIGITS = len(str(_INT64))  # 19: more digits (no leading zeros) is always out of range
+# White space and controls (C0, DEL, C1) inside a URL: urlsplit silently drops TAB, CR and LF.
+_URL_ODD = re.compile(r"[\s\x00-\x1f\x7f-\x9f]").search
+_BRACKETED_HOST = re.compile(r"\[([0-9A-Fa-f:.]+)\](?::[0-9]*)?").fullmatch
+_CHAR_NAMES = {"\t": "TAB", "\n": "LINE FEED", "\r": "CARRIAGE RETURN"}
 _SPACE = re.compile(r"\s").search  # the same characters as str.isspace
 _KIND_NAMES = {dict: "a mapping", list: "a list", str: "text", bool: "a boolean"}
 
@@ -118,15 +119,9 @@ class _Checker:
         text = self.text(value, path)
         if text is None:
             return None
-        try:
-            parts = urlsplit(text.strip())
-            host = parts.hostname
-            parts.port  # noqa: B018 - raises ValueError on a port out of range
-        except ValueError as exc:
-            self.fail(path, "bad_url", f"expected an absolute http(s) URL, got {text!r} ({exc})")
-            return None
-        if parts.scheme.lower() not in ("http", "https") or not host or any(c.isspace() for c in host):
-            self.fail(path, "bad_url", f"expected an absolute http(s) URL, got {text!r}")
+        why = _url_problem(text)
+        if why is not None:
+            self.fail(path, "bad_url", f"expected an absolute http(s) URL, got {_shown(text)}{why}")
             return None
         return text
 
@@ -141,6 +136,12 @@ class _Checker:
         elif isinstance(value, str):
             text = value.strip()
             if _INT.fullmatch(text) or _INT_AS_FLOAT.fullmatch(text):
+                digits = text.split(".")[0].lstrip("+-")
+                if len(digits) > _INT64_DIGITS:  # out of range; and int() refuses more than 4,300 digits
+                    self.fail(
+                        path, "bad_integer", f"expected a whole number in the 64-bit range, got {len(digits):,} digits"
+                    )
+                    return None
                 result = int(text.split(".")[0])
             elif re.fullmatch(r"[-+]?0[0-9]+", text):
                 self.fail(
@@ -163,34 +164,19 @@ class _Checker:
         return None
 
     def timestamp(self, value: Any, path: str) -> datetime | None:
-        """RFC 3339 / ISO 8601 extended format; kept to the microsecond (further digits are dropped)."""
+        """One of the forms in ``timestamps.FORMS``, read to UTC; kept to the microsecond (further digits are cut)."""
         if isinstance(value, datetime):
-            parsed = value
+            result = timestamps.to_utc(repr(value), value if value.tzinfo else value.replace(tzinfo=UTC))
         elif isinstance(value, date):
-            parsed = datetime(value.year, value.month, value.day)
-        elif isinstance(value, str) and (match := _TIMESTAMP.fullmatch(value.strip())):
-            text = value.strip()
-            fraction = match.group("fraction")
-            if fraction and len(fraction) > 7:  # '.' + more than 6 digits: microseconds are what we keep
-                text = text[: match.start("fraction") + 7] + text[match.end("fraction") :]
-            text = text.replace(" Z", "Z").replace(" z", "Z")
-            if text.endswith("z"):
-                text = text[:-1] + "Z"
-            try:
-                parsed = datetime.fromisoformat(text)
-            except ValueError as exc:
-                self.fail(path, "bad_timestamp", _impossible(value, exc))
-                return None
+            result = datetime(value.year, value.month, value.day, tzinfo=UTC)
+        elif isinstance(value, str):
+            result = timestamps.parse(value)
         else:
-            self.fail(path, "bad_timestamp", _not_a_timestamp(value))
+            result = f"{timestamps.EXPECTED}, got {_kind_of(value)} ({_shown(value)})"
+        if isinstance(result, str):
+            self.fail(path, "bad_timestamp", result)
             return None
-        if parsed.tzinfo is None:
-            return parsed.replace(tzinfo=UTC)
-        try:
-            return parsed.astimezone(UTC)
-        except OverflowError:
-            self.fail(path, "bad_timestamp", f"{value!r} falls outside years 1-9999 in UTC")
-            return None
+        return result
 
     # --- structure ---------------------------------------------------------
     def mapping(self, value: Any, fields: tuple[Field, ...], path: str) -> dict[str, Any] | None:
@@ -204,7 +190,7 @@ class _Checker:
             raw = value.get(f.key)
             if raw is None:
                 if f.required:
-                    self.missing(f, sub)
+                    self.missing(f, sub, value)
                 out[f.key] = None
                 continue
             out[f.key] = self.value(raw, f, sub)
@@ -220,8 +206,10 @@ class _Checker:
             self.unknown.add(_generic(path, key))
         return extra
 
-    def missing(self, f: Field, path: str) -> None:
-        self.fail(path, "missing_field", f"required field is missing; expected {f.description}")
+    def missing(self, f: Field, path: str, value: dict[str, Any]) -> None:
+        near = near_miss_key(f.key, value)
+        found = f"; found {near}" if near else ""
+        self.fail(path, "missing_field", f"required field is missing{found}; expected {f.description}")
 
     def value(self, raw: Any, f: Field, path: str) -> Any:
         kind = f.kind
@@ -250,24 +238,78 @@ class _Checker:
         return [self.mapping(item, f.fields, f"{path}[{i}]") for i, item in enumerate(raw)]
 
 
-def _impossible(value: str, exc: ValueError) -> str:
-    """Why a well-formed timestamp is not a real moment."""
-    if _LEAP_SECOND.search(value):
-        return f"{value!r} is a leap second (:60), which timestamps cannot hold; write :59 or the next minute"
-    return f"{value!r} is not a real date/time ({exc})"
+def _shown(value: Any, limit: int = 200) -> str:
+    """``repr`` of a value for a message, cut to ``limit`` characters (a 5 MB value stays out of the rejects table)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
-def _not_a_timestamp(value: Any) -> str:
-    """What a value that is not an ISO 8601 timestamp looks like instead."""
-    expected = "expected an RFC 3339 / ISO 8601 date-time such as 2023-10-08T16:23:00Z"
-    if not isinstance(value, str):
-        return f"{expected}, got {_kind_of(value)} ({value!r})"
-    text = value.strip()
-    if _EPOCH.fullmatch(text):
-        return f"{expected}, got the number {text!r} (seconds since 1970? write the date and time out)"
-    if _BASIC_FORMAT.fullmatch(text):
-        return f"{expected}, got {text!r} in ISO 8601 basic format (no '-' and ':'); use the extended format"
-    return f"{expected}, got {value!r}"
+def char_name(c: str) -> str:
+    """``U+200B ZERO WIDTH SPACE``: a character that cannot be seen, named by code point and name."""
+    name = _CHAR_NAMES.get(c) or unicodedata.name(c, "control character")
+    return f"U+{ord(c):04X} {name}"
+
+
+def _url_problem(text: str) -> str | None:
+    """None when ``text`` is an absolute http(s) URL; else why not (" (detail)" or "").
+
+    Surrounding white space is trimmed (as the identity is); any inside, and any control
+    character, is refused rather than dropped. A host in brackets must be an IPv6 address.
+    """
+    trimmed = text.strip()
+    odd = _URL_ODD(trimmed)
+    if odd:
+        at = len(text) - len(text.lstrip()) + odd.start() + 1
+        return f" ({char_name(odd.group())} at character {at}; a URL holds no white space or controls: write a space as %20)"
+    try:
+        parts = urlsplit(trimmed)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a port out of range
+    except ValueError as exc:
+        return f" ({exc})"
+    if parts.scheme.lower() not in ("http", "https") or not host:
+        return ""
+    hostport = parts.netloc.rpartition("@")[2]
+    if "[" in hostport or "]" in hostport:
+        literal = _BRACKETED_HOST(hostport)
+        try:
+            ipaddress.IPv6Address(literal.group(1) if literal else "")
+        except ValueError:
+            return " (a host in brackets must be an IPv6 address such as [2001:db8::1], without a zone)"
+    return None
+
+
+def _invisible(c: str) -> bool:
+    """White space or a format character (U+200B, U+FEFF, U+200E ...): nothing a reader sees in a key."""
+    return c.isspace() or unicodedata.category(c) == "Cf"
+
+
+def near_miss_key(key: str, value: dict[str, Any]) -> str | None:
+    """A key of ``value`` that is ``key`` but for case, surrounding space or invisible characters, and how it differs.
+
+    ``"'Title' (differs in case)"``, ``"'\\u200btitle' (U+200B ZERO WIDTH SPACE before it)"``: said
+    where the required field is reported missing, so the fix is obvious. Such a key is still an
+    unknown key (kept in extra), never taken for the field: that would be a guess.
+    """
+    want = key.casefold()
+    for k in value:
+        if not isinstance(k, str) or k == key or len(k) > 4 * len(key) + 16:
+            continue
+        seen = [i for i, c in enumerate(k) if not _invisible(c)]
+        if not seen or "".join(k[i] for i in seen).casefold() != want:
+            continue
+        first, last = seen[0], seen[-1]
+        notes: list[str] = []
+        for i, c in enumerate(k):
+            if _invisible(c):
+                where = "before it" if i < first else "after it" if i > last else "inside it"
+                note = f"{char_name(c)} {where}"
+                if note not in notes:
+                    notes.append(note)
+        if "".join(k[i] for i in seen) != key:
+            notes.append("differs in case")
+        return f"{k!r} ({', '.join(notes)})"
+    return None
 
 
 def _generic(path: str, key: str) -> str:
@@ -297,7 +339,9 @@ def check_document(meta: Any, document: tuple[Field, ...] = DOCUMENT, compiled: 
         if isinstance(title, str) and not title.strip():
             checker.fail("title", "empty_field", "title is empty; expected a headline")
         if meta.get("webUrl") is None and meta.get("originalUrl") is None:
-            checker.fail("webUrl", "missing_field", "an identity URL is required: give webUrl (or originalUrl)")
+            near = near_miss_key("webUrl", meta) or near_miss_key("originalUrl", meta)
+            found = f"; found {near}" if near else ""
+            checker.fail("webUrl", "missing_field", f"an identity URL is required: give webUrl (or originalUrl){found}")
         _check_domains(checker, values)
         for i, img in enumerate(_images(values)):
             _check_dims(checker, img, f"images[{i}]")
@@ -354,10 +398,12 @@ def describe_contract(document: tuple[Field, ...] = DOCUMENT) -> list[tuple[str,
 
 # Each fast test below implies the interpreted check accepts the value and returns what it returns.
 _FAST_INT = re.compile(r"-?(?:0|[1-9][0-9]{0,17})").fullmatch  # < 2**63: always in range
-# ASCII host, no port, user or brackets, no white space: urlsplit cannot fail or find another host.
-_FAST_URL = re.compile(r"(?:[Hh][Tt][Tt][Pp][Ss]?)://[A-Za-z0-9.-]+(?:[/?#]\S*)?").fullmatch
+# ASCII host, no port, user or brackets, no white space or controls: urlsplit cannot fail or find another host.
+_FAST_URL = re.compile(r"(?:[Hh][Tt][Tt][Pp][Ss]?)://[A-Za-z0-9.-]+(?:[/?#][^\s\x00-\x1f\x7f-\x9f]*)?").fullmatch
 # Seconds, up to 6 fraction digits, a zone: fromisoformat reads it as _Checker.timestamp would.
-_FAST_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})").fullmatch
+_FAST_TIMESTAMP = re.compile(
+    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)"
+).fullmatch  # offset minutes 00-59: fromisoformat reads +05:60 as +06:00
 
 
 def _fast_timestamp(ck: _Checker, raw: Any, path: str) -> datetime | None:
@@ -426,7 +472,7 @@ class _Source:
             sub = f"(f'{{path}}.{f.key}' if path else {f.key!r})"
             lines += [f"    raw = get({f.key!r})", "    if raw is None:"]
             if f.required:
-                lines.append(f"        ck.missing({self.ref(f)}, {sub})")
+                lines.append(f"        ck.missing({self.ref(f)}, {sub}, value)")
             lines += ["        v = None", "    else:"]
             lines += [f"        {line}" for line in self.value(f, "raw", sub)]
             lines.append(f"    out[{f.key!r}] = v")

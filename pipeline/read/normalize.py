@@ -12,6 +12,7 @@ normalization as cheap as a hand-written function.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import re
 from collections.abc import Callable
@@ -60,13 +61,44 @@ def canonical_host(host: str) -> str:
         return name
 
 
+def ipv6_text(address: str) -> str:
+    """One spelling per IPv6 address (RFC 5952): lower-case hex, no leading zeros, the longest run of zeros as ``::``.
+
+    Written out here rather than taken from ``ipaddress`` (whose text of IPv4-mapped addresses
+    changed in Python 3.13), so an id never changes with the Python version. Text that is no
+    IPv6 address (the contract refuses it) keeps its lower-case form.
+    """
+    try:
+        packed = ipaddress.IPv6Address(address).packed
+    except ValueError:
+        return address.lower()
+    groups = [int.from_bytes(packed[i : i + 2], "big") for i in range(0, 16, 2)]
+    best, best_len, i = -1, 1, 0  # a single zero group is not shortened
+    while i < 8:
+        j = i
+        while j < 8 and groups[j] == 0:
+            j += 1
+        if j - i > best_len:
+            best, best_len = i, j - i
+        i = j + 1 if j == i else j
+    hexes = [f"{g:x}" for g in groups]
+    if best < 0:
+        return ":".join(hexes)
+    return ":".join(hexes[:best]) + "::" + ":".join(hexes[best + best_len :])
+
+
 # Lower-case http(s), a lower-case ASCII host without port, user or trailing dot, no white space:
 # the common URL, whose canonical form needs no parsing (tests/test_contract_compiled.py compares both ways).
-_PLAIN_URL = re.compile(r"(https?)://([a-z0-9-]+(?:\.[a-z0-9-]+)*)(/[^?#\s]*)?(?:\?([^#\s]*))?(?:#\S*)?").fullmatch
+_PLAIN_URL = re.compile(
+    r"(https?)://([a-z0-9-]+(?:\.[a-z0-9-]+)*)(/[^?#\s\x00-\x1f\x7f-\x9f]*)?(?:\?([^#\s\x00-\x1f\x7f-\x9f]*))?(?:#[^\s\x00-\x1f\x7f-\x9f]*)?"
+).fullmatch
 
 
 def canonical_url(url: str) -> str:
     """Identity form of a URL: trimmed, scheme and host canonical, default port and fragment dropped.
+
+    An IPv6 host keeps its brackets (``[2001:db8::1]:8080`` and ``[2001:db8::1:8080]`` are two hosts)
+    and is written as ``ipv6_text`` spells it.
 
     Path and query are kept as written: they are case-sensitive on most servers.
     """
@@ -74,9 +106,15 @@ def canonical_url(url: str) -> str:
     if plain:  # already canonical but for the path, query and fragment: what urlsplit would find
         scheme, host, path, query = plain.groups()
         return f"{scheme}://{host}{path or '/'}?{query}" if query else f"{scheme}://{host}{path or '/'}"
+    return parsed_canonical_url(url)
+
+
+def parsed_canonical_url(url: str) -> str:
+    """``canonical_url`` by way of urlsplit (the path every URL but the plain ones takes)."""
     parts = urlsplit(url.strip())
     scheme = parts.scheme.lower()
-    host = canonical_host(parts.hostname or "")
+    hostname = parts.hostname or ""
+    host = f"[{ipv6_text(hostname)}]" if ":" in hostname else canonical_host(hostname)
     if parts.port is not None and parts.port != _DEFAULT_PORTS.get(scheme):
         host = f"{host}:{parts.port}"
     if parts.username or parts.password:

@@ -166,10 +166,18 @@ class WriterLock:
     """
 
     def check(self) -> None:
-        """Raise if this run may no longer commit."""
+        """Raise ``LeaseLost`` if this run no longer holds the lock (cheap: call it after every batch)."""
+
+    def confirm(self) -> None:
+        """Raise ``LeaseLost`` unless the lock is held right now (asks the store): the last step before the commit."""
+        self.check()
 
     def release(self) -> None:
         raise NotImplementedError
+
+
+class LeaseLost(WarehouseLocked):
+    """This run's writer lease expired or was taken over: it stops and publishes nothing (exit 75)."""
 
 
 class _FileLock(WriterLock):
@@ -191,8 +199,11 @@ class Lease(WriterLock):
         self.wh, self.run_id, self.seconds = wh, run_id, seconds
         self.etag: str | None = None
         self.lost = False
+        self.why = ""
+        self.valid_until = 0.0  # time.monotonic() when the last body we wrote expires (counted from before its PUT)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._renewing = threading.Lock()  # the background renewal and confirm() never race on the ETag
 
     def _body(self) -> bytes:
         return json.dumps(
@@ -205,20 +216,23 @@ class Lease(WriterLock):
         ).encode()
 
     def acquire(self, wait_seconds: float) -> None:
+        """Create the lease, or take over an expired one; a lost reply is settled by reading back (Location)."""
         deadline = time.monotonic() + wait_seconds
         while True:
+            started = time.monotonic()
             if self.wh.create_only(LEASE, self._body()):
                 current = self.wh.head(LEASE)
                 if current is not None and _holder(current[0]).get("run_id") == self.run_id:
-                    self.etag = current[1]
+                    self.etag, self.valid_until = current[1], started + self.seconds
                     break
             current = self.wh.head(LEASE)
             if current is not None:
                 holder = _holder(current[0])
                 if float(holder.get("expires_at", 0)) < time.time():  # its run died: take over, one winner
+                    started = time.monotonic()
                     etag = self.wh.replace_if(LEASE, self._body(), current[1])
                     if etag is not None:
-                        self.etag = etag
+                        self.etag, self.valid_until = etag, started + self.seconds
                         break
                 if time.monotonic() >= deadline:
                     raise WarehouseLocked(_locked_message(self.wh, f"lease held by run {holder.get('run_id')}"))
@@ -226,33 +240,69 @@ class Lease(WriterLock):
         self._thread = threading.Thread(target=self._renew, name="pipeline-lease", daemon=True)
         self._thread.start()
 
-    def _renew(self) -> None:
-        while not self._stop.wait(self.seconds / 3):
-            try:
-                etag = self.wh.replace_if(LEASE, self._body(), self.etag or "")
-            except OSError:
-                continue  # transient: the lease is still ours until it expires
+    def _renew_once(self) -> bool:
+        """One renewal (If-Match our ETag); False once the lease is lost. Transient errors raise OSError.
+
+        Safe even after our own expiry: a run that took over changed the ETag, so the PUT fails (412).
+        """
+        with self._renewing:
+            if self.lost:
+                return False
+            started = time.monotonic()
+            etag = self.wh.replace_if(LEASE, self._body(), self.etag or "")
             if etag is None:
-                self.lost = True
-                return
-            self.etag = etag
+                self.lost, self.why = True, "another run took it over after it expired"
+                return False
+            self.etag, self.valid_until = etag, started + self.seconds
+            return True
+
+    def _renew(self) -> None:
+        """Renew every third of the lease; after a transient failure try again sooner."""
+        pause = self.seconds / 3
+        while not self._stop.wait(pause):
+            try:
+                if not self._renew_once():
+                    return
+                pause = self.seconds / 3
+            except OSError:
+                pause = max(0.05, min(self.seconds / 10, self.valid_until - time.monotonic()))
 
     def check(self) -> None:
+        """No I/O while the lease is known valid; past its expiry, one renewal decides (a takeover makes it fail)."""
+        if not self.lost and time.monotonic() >= self.valid_until:
+            try:
+                self._renew_once()
+            except OSError as exc:
+                self.lost, self.why = True, f"it expired and could not be renewed: {exc}"
         if self.lost:
-            raise WarehouseLocked(
-                f"this run lost its writer lease on {self.wh.url} (another run took over after it expired); "
-                "it published nothing"
+            raise LeaseLost(
+                f"this run lost its writer lease on {self.wh.url} ({self.why}); it stopped and published nothing"
             )
 
+    def confirm(self) -> None:
+        """Renew now, so the commit PUT that follows starts with a whole lease period ahead of it."""
+        self.check()
+        try:
+            self._renew_once()
+        except OSError as exc:
+            if time.monotonic() >= self.valid_until - self.seconds / 3:
+                raise LeaseLost(
+                    f"this run could not renew its writer lease on {self.wh.url} before the commit ({exc}); "
+                    "it published nothing"
+                ) from exc
+        self.check()
+
     def release(self) -> None:
+        """Stop renewing and delete the lease only if it is still ours (If-Match our ETag)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
         if self.lost or self.etag is None:
             return
-        current = self.wh.head(LEASE)
-        if current is not None and _holder(current[0]).get("run_id") == self.run_id:
-            self.wh.delete([LEASE])
+        try:
+            self.wh.delete_if(LEASE, self.etag)
+        except OSError:
+            pass  # it expires on its own; the next run waits at most one lease period
 
 
 def _holder(body: bytes) -> dict[str, Any]:
@@ -293,8 +343,13 @@ def commit(
     files: dict[str, list[tuple[str, int]]],
     extra: dict[str, Any],
     now: datetime | None = None,
+    lock: WriterLock | None = None,
 ) -> Snapshot:
-    """The atomic publish: create ``commits/<version>.json`` (the parent's plus one) or lose to the run that did."""
+    """The atomic publish: create ``commits/<version>.json`` (the parent's plus one) or lose to the run that did.
+
+    ``lock`` is confirmed (renewed, on object stores) immediately before the PUT. A PUT whose reply
+    was lost is settled by reading the commit back: if it holds our bytes, we published.
+    """
     moment = now or datetime.now(UTC)
     meta = {
         "format": FORMAT,
@@ -306,12 +361,25 @@ def commit(
         "files": {t: [{"file": f, "rows": n} for f, n in entries] for t, entries in files.items()},
         **extra,
     }
-    if not wh.create_only(commit_name(version), json.dumps(meta, indent=1, sort_keys=True).encode()):
+    body = json.dumps(meta, indent=1, sort_keys=True).encode()
+    if lock is not None:
+        lock.confirm()
+    if not wh.create_only(commit_name(version), body) and not _is_ours(wh, version, snapshot_id):
         raise CommitConflict(
             f"another run committed version {version} of {wh.url} first; this run published nothing "
             "(its files are collected after the grace period)"
         )
     return _snapshot(wh, meta)
+
+
+def _is_ours(wh: Location, version: int, snapshot_id: str) -> bool:
+    """Whether ``commits/<version>.json`` is this run's (its id is ours): the outcome of a PUT whose reply was lost."""
+    try:
+        text = wh.read_text(commit_name(version))
+        found = json.loads(text) if text else None
+    except (OSError, ValueError):
+        return False
+    return isinstance(found, dict) and found.get("id") == snapshot_id
 
 
 def retire(wh: Location, version: int, now: float | None = None) -> None:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline import schema
 from pipeline.read.problems import Problem, Retry, retried
@@ -218,6 +219,33 @@ def manifest(kept: pa.Table, prev: pa.Table, work: pa.Table, decided: pa.Table) 
         work=work,
         decided=decided,
     ).cast(SCHEMA)
+
+
+def keep_published(work: pa.Table, prev: pa.Table) -> tuple[pa.Table, list[str]]:
+    """Outcomes where a changed file that cannot be read keeps its published version.
+
+    Such a file's outcome becomes 'unchanged' with the previous size, mtime and ETag, so the
+    manifest keeps its previous row (the article stays in the snapshot) and the next run, seeing
+    a file that differs from that row, reads it again. Returns the outcomes and those paths.
+    """
+    if not work.num_rows or not prev.num_rows:
+        return work, []
+    held = _arrow(
+        """SELECT w.source_path, p.size, p.mtime_ns, p.etag FROM work w JOIN prev p USING (source_path)
+           WHERE w.status = 'rejected' AND w.reason = 'unreadable' AND p.status = 'loaded'""",
+        work=work,
+        prev=prev,
+    )
+    if not held.num_rows:
+        return work, []
+    paths = held["source_path"].to_pylist()
+    rest = work.filter(pc.invert(pc.is_in(work["source_path"], held["source_path"])))
+    kept = [
+        {"source_path": r["source_path"], "size": r["size"], "mtime_ns": r["mtime_ns"], "etag": r["etag"],
+         "status": "unchanged"}
+        for r in held.to_pylist()
+    ]  # fmt: skip
+    return pa.concat_tables([rest, pa.Table.from_pylist(kept, schema=work.schema)]), sorted(paths)
 
 
 def parsed_paths(work: pa.Table, refused_read: list[str]) -> pa.Table:
