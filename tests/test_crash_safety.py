@@ -255,7 +255,7 @@ def test_concurrent_runs_one_is_locked_out(big_seeds: Path, warehouse: Path) -> 
 
 def test_concurrent_runs_with_wait_both_succeed(big_seeds: Path, warehouse: Path) -> None:
     cmd = run_args(big_seeds, warehouse, "--wait", "120")
-    launched = datetime.now(UTC)
+    launched = datetime.now(UTC).replace(tzinfo=None)  # the catalog's timestamps are UTC wall time (issue 20)
     with processes(cmd, cmd) as procs:
         outputs = [p.communicate(timeout=TIMEOUT) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs

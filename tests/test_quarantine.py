@@ -213,8 +213,8 @@ def test_hostile_file_outcome(hostile_run: HostileRun, name: str) -> None:
         for column, value in exp.get("article", {}).items():
             got = article[column]
             if column == "published_at":
-                value = datetime.fromisoformat(value)
-                assert got.utcoffset().total_seconds() == 0
+                value = datetime.fromisoformat(value).astimezone(UTC).replace(tzinfo=None)
+                assert got.tzinfo is None  # the catalog's views hand out UTC wall time (issue 20)
             assert got == value, f"{name}: articles.{column} = {got!r}, expected {value!r}"
         if "partition" in exp:
             assert row["partition"] == exp["partition"]
@@ -285,9 +285,9 @@ def test_loaded_values_are_exact(hostile_run: HostileRun) -> None:
     assert a["title_0777.md"]["title"] == "0777"
     assert a["quality_quoted_80.md"]["quality"] == 80
     assert a["quality_80_0.md"]["quality"] == 80
-    assert a["timestamp_naive.md"]["published_at"] == datetime(2023, 10, 8, 16, 23, tzinfo=UTC)
-    assert a["timestamp_date_only.md"]["published_at"] == datetime(2023, 10, 8, tzinfo=UTC)
-    assert a["timestamp_offset.md"]["published_at"] == datetime(2023, 10, 31, 23, 30, tzinfo=UTC)
+    assert a["timestamp_naive.md"]["published_at"] == datetime(2023, 10, 8, 16, 23)
+    assert a["timestamp_date_only.md"]["published_at"] == datetime(2023, 10, 8)
+    assert a["timestamp_offset.md"]["published_at"] == datetime(2023, 10, 31, 23, 30)
     assert a["title_sql.md"]["title"] == "x'); DROP TABLE articles; --"
     assert a["title_path.md"]["title"] == "../../etc/passwd"
     assert a["keys_on_and_1.md"]["extra"] == '{"1":"one","on":"yes"}'
@@ -296,7 +296,7 @@ def test_loaded_values_are_exact(hostile_run: HostileRun) -> None:
     assert body.splitlines().count("---") == 2
     for name in ("crlf.md", "bom.md"):
         assert a[name]["title"] == "Artificial Empathy: A Human Construct Borrowed by AI"
-        assert a[name]["published_at"] == datetime(2023, 10, 8, 16, 23, tzinfo=UTC)
+        assert a[name]["published_at"] == datetime(2023, 10, 8, 16, 23)
         assert a[name]["quality"] == 59 and a[name]["heat"] == -1 and a[name]["is_published"] is False
     assert "\r" not in a["crlf.md"]["title"] and "\ufeff" not in a["bom.md"]["category"]
     # the child tables of a loaded hostile file are complete too
