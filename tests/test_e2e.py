@@ -175,3 +175,4 @@ def test_failed_run_makes_status_unhealthy(load, seeds: Path, warehouse: Path) -
     assert info["healthy"] is False and "failed" in info["problem"]
     assert info["last_failure"]["run_id"] == found.group(1)
     assert f"stage build of run {found.group(1)} failed" in info["last_failure"]["error"]
+    assert info["last_failure"]["stage"] == "build"  # a field of the record, not only words in the message

@@ -163,8 +163,6 @@ def open_run(settings: Settings, run_id: str, clock: Clock = utc_now) -> tuple[R
         commits.clean_staging(wh)
         staging = commits.staging(wh, run_id)
         previous = commits.read_newest(wh)
-        if previous is not None and previous.version == 0 and not commits.versions(wh):
-            previous = commits.adopt_legacy(wh, previous)  # a warehouse from before the commit log
         if previous is not None:
             show(wh, previous, tables.scratch_dir(staging), only_if_stale=True)
     except BaseException:
@@ -184,7 +182,8 @@ def record_failure(ctx: RunContext, exc: BaseException, clock: Clock = utc_now) 
         return
     message = " ".join(str(exc).split()) or type(exc).__name__
     try:
-        commits.record_failure(ctx.warehouse, ctx.run_id, clock().isoformat(), message)
+        stage = exc.stage if isinstance(exc, StageFailed) else None
+        commits.record_failure(ctx.warehouse, ctx.run_id, clock().isoformat(), message, stage)
     except OSError:
         pass  # the storage itself failed; the error the user sees says so
 

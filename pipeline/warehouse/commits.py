@@ -43,7 +43,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import filelock
-import pyarrow.parquet as pq
 
 from pipeline.errors import NoWarehouse, WarehouseLocked
 from pipeline.storage.location import Location, fsync_dir
@@ -57,7 +56,6 @@ CATALOG = "catalog.duckdb"
 LOCK = ".lock"
 LEASE = ".lease.json"
 LAST_FAILURE = "last_failure.json"
-LEGACY_SNAPSHOT_FILE = "snapshot.json"  # layout before the commit log: current -> snapshots/<id>/snapshot.json
 VERSION_DIGITS = 20
 FORMAT = 2
 
@@ -145,7 +143,7 @@ def read_newest(wh: Location) -> Snapshot | None:
         snap = read_version(wh, found[-1])
         if snap is not None:
             return snap
-    return _legacy(wh)
+    return None
 
 
 def require_newest(wh: Location) -> Snapshot:
@@ -452,51 +450,13 @@ def clean_staging(wh: Location) -> None:
         wh.delete_tree(STAGING)
 
 
-# --- the layout before the commit log (local disk) -------------------------------------------
-
-
-def _legacy(wh: Location) -> Snapshot | None:
-    """A warehouse written before the commit log: ``current`` -> snapshots/<id>/ with snapshot.json."""
-    if not wh.local or not os.path.lexists(wh.join(CURRENT)):
-        return None
-    folder = os.path.realpath(wh.join(CURRENT))
-    try:
-        with open(os.path.join(folder, LEGACY_SNAPSHOT_FILE), encoding="utf-8") as fh:
-            old = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    sid = old["id"]
-    files = {t: [f"{SNAPSHOTS}/{sid}/{t}/{name}" for name in names] for t, names in old["files"].items()}
-    file_rows = {}
-    for rels in files.values():
-        for rel in rels:
-            file_rows[rel] = pq.ParquetFile(wh.join(rel)).metadata.num_rows
-    meta = {**old, "version": 0, "committed_at_epoch": os.lstat(wh.join(CURRENT)).st_mtime}
-    return Snapshot(sid, 0, wh, files, file_rows, meta)
-
-
-def adopt_legacy(wh: Location, snap: Snapshot) -> Snapshot:
-    """Move a legacy snapshot into the commit log as version 0 (hard links into data/; caller holds the lock)."""
-    files: dict[str, list[tuple[str, int]]] = {}
-    for table, rels in snap.files.items():
-        files[table] = []
-        for rel in rels:
-            part = rel.rsplit("/", 1)[-1].split(".", 1)[0]
-            target = data_name(table, part, snap.id)
-            os.makedirs(os.path.dirname(wh.join(target)), exist_ok=True)
-            if not os.path.exists(wh.join(target)):
-                _link_or_copy(wh.join(rel), wh.join(target))
-            files[table].append((target, snap.file_rows[rel]))
-    extra: dict[str, Any] = {k: snap.meta[k] for k in ("run_id", "rows") if k in snap.meta}
-    return commit(wh, snap.id, 0, files, extra)
-
-
 # --- failures, for `pipeline status` ------------------------------------------------------
 
 
-def record_failure(wh: Location, run_id: str, failed_at: str, error: str) -> None:
-    """Remember a failed run (it published nothing); replaced whole."""
-    wh.write_bytes(LAST_FAILURE, json.dumps({"run_id": run_id, "failed_at": failed_at, "error": error}).encode())
+def record_failure(wh: Location, run_id: str, failed_at: str, error: str, stage: str | None = None) -> None:
+    """Remember a failed run (it published nothing) and the stage it failed in; replaced whole."""
+    record = {"run_id": run_id, "failed_at": failed_at, "stage": stage, "error": error}
+    wh.write_bytes(LAST_FAILURE, json.dumps(record).encode())
 
 
 def read_failure(wh: Location) -> dict[str, Any] | None:
