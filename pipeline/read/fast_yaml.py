@@ -60,32 +60,27 @@ _LONE_CR = re.compile(r"\r(?!\n)")
 # or not: only a reason to read the tree's anchor, alias and tag bits.
 _PROPERTY = re.compile(r"[&*!](?<=[\s,:?\[{-].)")
 # In a block document, a line with a flow collection after '- ' or 'key: ' and more after it ('- {} x:',
-# '- {e} x:'): rapidyaml reads on, libyaml refuses. (A flow collection alone on its line with more after it
-# is refused by both.)
-_FLOW_THEN = re.compile(
-    r"(?:^|\n)[ \t]*(?:(?:-[ \t]+)+(?:[^\s:#'\"][^\n:#'\"]*:[ \t]+)?|[^\s:#'\"][^\n:#'\"]*:[ \t]+)[\[{]"
-    r"(?:[^\n'\"]|'[^'\n]*'|\"(?:[^\"\\\n]|\\.)*\")*[\]}][ \t]*[^\s#,\]}]"
-)
-# A line whose flow collection stays open (see _open_flow_then).
+# '- {e} x:'), or a flow collection left open on such a line and more after a ']' or '}' further down
+# ('- {a,\n   b} c: d'): rapidyaml reads on, libyaml refuses. (A flow collection alone on its line with
+# more after it is refused by both.) Found from the rare ']' or '}' followed by more (``_flow_then``).
+_CLOSE_THEN = re.compile(r"[\]}][ \t]*[^\s#,\]}]")
+_FLOW_LINE = re.compile(r"[ \t]*(?:(?:-[ \t]+)+(?:[^\s:#'\"][^\n:#'\"]*:[ \t]+)?|[^\s:#'\"][^\n:#'\"]*:[ \t]+)[\[{]")
+# A line whose flow collection stays open.
 _OPEN_FLOW_LINE = re.compile(
-    r"(?:^|\n)[ \t]*(?:(?:-[ \t]+)+(?:[^\s:#'\"][^\n:#'\"]*:[ \t]+)?|[^\s:#'\"][^\n:#'\"]*:[ \t]+)[\[{]"
+    r"\n[ \t]*(?:(?:-[ \t]+)+(?:[^\s:#'\"][^\n:#'\"]*:[ \t]+)?|[^\s:#'\"][^\n:#'\"]*:[ \t]+)[\[{]"
     r"(?:[^\n'\"\]}]|'[^'\n]*'|\"(?:[^\"\\\n]|\\.)*\")*\n"
 )
-_JUNK = re.compile(r"[ \t]*[^\s#,\]}]")
 
 
-def _open_flow_then(text: str) -> bool:
-    """A flow collection opened on a line and left open there: whether the next line that has a ']' or
-    '}' has more after one of them ('- {a,\n   b} c: d': rapidyaml reads on, libyaml refuses)."""
-    for match in _OPEN_FLOW_LINE.finditer(text):
-        at = match.end()
-        closes = [i for i in (text.find("]", at), text.find("}", at)) if i >= 0]
-        if not closes:
-            continue
-        start = text.rfind("\n", 0, min(closes)) + 1
-        end = text.find("\n", start)
-        line = text[start:] if end < 0 else text[start:end]
-        if any(c in "]}" and _JUNK.match(line, i + 1) is not None for i, c in enumerate(line)):
+def _flow_then(nl: str) -> bool:
+    """Whether a ']' or '}' with more after it on its line closes a flow collection that began after '- '
+    or 'key: ' on that line, or may close one left open on an earlier line (``nl``: the text after a
+    line break)."""
+    for match in _CLOSE_THEN.finditer(nl):
+        start = nl.rfind("\n", 0, match.start()) + 1
+        if _FLOW_LINE.match(nl, start) is not None:
+            return True
+        if _OPEN_FLOW_LINE.search(nl, 0, start) is not None:
             return True
     return False
 
@@ -94,33 +89,68 @@ def _open_flow_then(text: str) -> bool:
 # ']' or '}' ('[x:]', '{x:}': libyaml refuses, rapidyaml reads a key); a line that starts with ':' (a key
 # and its ':' on two lines: libyaml refuses); '#' right after ']' or '}'; '?' after '[', '{' or ',' and
 # before a line break.
-_FLOW_TEXT = re.compile(r":[,\]}]|\n[ \t]*:|[\]}]#|[\[{,][ \t\r\n]*\?[ \t]*(?:\r?\n|$)")
+_OPENS_FLOW = re.compile(r"[\[{](?![ \t]*[\]}])")
+_LINE_COLON = re.compile(r"\n[ \t]*:")
+_QUESTION_EOL = re.compile(r"\?[ \t]*(?:\r?\n|$)")
+
+
+def _flow_text(text: str) -> bool:
+    """The flow constructs above, anywhere in the text."""
+    if ":]" in text or ":," in text or ":}" in text or "]#" in text or "}#" in text:
+        return True
+    if _LINE_COLON.search(text) is not None:
+        return True
+    for match in _QUESTION_EOL.finditer(text):
+        before = text[: match.start()].rstrip(" \t\r\n")
+        if before[-1:] in ("[", "{", ","):
+            return True
+    return False
+
+
 # A block scalar header: with an indentation indicator ('|2', '>-1') and a blank first line (blank-only
 # content: the two read its white space differently), or at the end of a text that does not
 # end with a line break (libyaml and rapidyaml give such block scalars different white space).
-_INDENTED_BLOCK = re.compile(r"(?:^|(?<=[\s:-]))[|>](?:[1-9][+-]?|[+-][1-9])[ \t]*(?:#[^\n]*)?\r?\n[ \t]*(?:\r?\n|$)")
+_INDENTED_BLOCK = re.compile(r"[|>](?<=[\s:-][|>])(?:[1-9][+-]?|[+-][1-9])[ \t]*(?:#[^\n]*)?\r?\n[ \t]*(?:\r?\n|$)")
 # A '|' or '>' starting a value but not followed by a well-formed header ('a: |2x'): rapidyaml reads on.
-_BAD_HEADER = re.compile(
-    r"(?:[:?-][ \t]+|^|\n[ \t]*(?=[|>][ \t]*[1-9+-]))[|>](?![1-9+-]{0,2}[ \t]*(?:#[^\n]*)?(?:\n|$))"
-)
+_HEADER_START = re.compile(r"[|>](?![1-9+-]{0,2}[ \t]*(?:#[^\n]*)?(?:\n|$))")
+_HEADER_DIGIT = re.compile(r"[ \t]*[1-9+-]")
+
+
+def _bad_header(nl: str) -> bool:
+    """A '|' or '>' after ':', '?' or '-' and white space, or at a line start before an indicator digit or
+    chomping sign, that does not start a well-formed header (``nl``: the text after a line break)."""
+    for match in _HEADER_START.finditer(nl):
+        at = match.start()
+        before = nl[:at]
+        stripped = before.rstrip(" \t")
+        if stripped[-1:] in (":", "?", "-") and len(stripped) < len(before):
+            return True
+        if stripped[-1:] == "\n" and _HEADER_DIGIT.match(nl, at + 1) is not None:
+            return True
+    return False
+
+
 # A '\' ending a double-quoted line, then a blank line: libyaml keeps a line break, rapidyaml a space.
-_ESCAPED_BREAK_BLANK = re.compile(r"\\\r?\n[ \t]*\r?\n|(?:^|\n)[ \t]*\\[ \t]\r?\n")
+_ESCAPED_BREAK_BLANK = re.compile(r"\\\r?\n[ \t]*\r?\n|\n[ \t]*\\[ \t]\r?\n")
 # After a one-line quoted sequence entry, ' -' ('- "" - x': rapidyaml reads two entries). And the escapes
 # \L and \P (rapidyaml was seen to misread a '\\' before them).
-_AFTER_QUOTE = re.compile(r"(?:^|\n)[ \t]*(?:-[ \t]+)+(?:\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\n]|'')*')[ \t]+-")
+_AFTER_QUOTE = re.compile(r"\n[ \t]*(?:-[ \t]+)+(?:\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\n]|'')*')[ \t]+-")
 _QUOTED_KEY_HINT = re.compile(r"[\"'][ \t]*:(?:[ \t\r\n]|$)")  # a reason to look for quoted keys in the tree
-_EXPLICIT_KEY = re.compile(r"(?:^|\n)[ \t]*(?:-[ \t]+)*\?(?:[ \t\r\n]|$)")  # '? a\n:1': the two differ
+_EXPLICIT_KEY = re.compile(r"\n[ \t]*(?:-[ \t]+)*\?(?:[ \t\r\n]|$)")  # '? a\n:1': the two differ
 _LINE_ESCAPE = re.compile(r"\\[LP]")
-_HEADER_COMMENT = re.compile(r"(?:^|(?<=[\s:-]))[|>][1-9+-]{0,2}[ \t]+#")  # rapidyaml reads '+' in '> #+'
-_BLOCK_HEADER = re.compile(r"(?:^|(?<=[\s:-]))[|>][1-9+-]{0,2}[ \t]*(?:#[^\n]*)?$", re.M)
+_HEADER_COMMENT = re.compile(r"[|>](?<=[\s:-][|>])[1-9+-]{0,2}[ \t]+#")  # rapidyaml reads '+' in '> #+'
+_BLOCK_HEADER = re.compile(r"[|>](?<=[\s:-][|>])[1-9+-]{0,2}[ \t]*(?:#[^\n]*)?$", re.M)
 # Tabs where the two parsers were seen to differ: after ':', '?' or '-' ('a:\tx'), in a line's leading white space
 # (block scalar indentation), after a line's '- ' or '? ', before a line break, ',', ']', '}' or a ': '.
-_TAB_RISK = re.compile(r"[:?-]\t|(?:^|\n)[ ]*(?:[-?][ ]+)*[-?]?[ ]*\t|\t[ \t]*(?:[,\]}\r\n]|:(?:[ \t\r\n]|$))")
+_TAB_RISK = re.compile(r"[:?-]\t|\n[ ]*(?:[-?][ ]+)*[-?]?[ ]*\t|\t[ \t]*(?:[,\]}\r\n]|:(?:[ \t\r\n]|$))")
 # Strings in the emitted JSON that may stand for a plain scalar rapidyaml reads differently: a null
 # spelling, a float spelling the emitter rewrote, a string starting with '@', '`', ',', ']', '}' or '%'
 # (libyaml refuses a plain scalar starting with one of these; rapidyaml reads text) or a space (no plain
 # scalar does: rapidyaml was seen to make one of an over-indented key).
-_SUSPECT_JSON = re.compile(r'"(?:~|Null|NULL|[-+]?\.(?:nan|inf))"|(?:^|(?<=[\s\[{,]))"[@`,\]}% ]')
+# The emitter starts a string after ': ', '[', '{', ',' (compact flow) or indentation.
+_SUSPECT_JSON = re.compile(
+    r'"(?:~|Null|NULL|[-+]?\.(?:nan|inf))"|"(?:(?<=: ")|(?<=\[")|(?<=\{")|(?<=,")|(?<=  "))[@`,\]}% ]'
+)
 _SUSPECT_PLAIN = re.compile(rb"(?:~|Null|NULL|[-+]?\.?(?i:nan|inf)|[@`,\]}% ].*)", re.S)
 _NULL_KEYS = frozenset(("", "null"))
 _REWRITTEN_FLOAT = re.compile(r"[-+]?0\.|.*\.0(?:[eE]|$)")
@@ -229,8 +259,8 @@ _BLANK_BLOCK = 2  # the text has an indentation indicator on a header followed b
 
 def _tree_reason(tree: Any, plain: bool, flow: bool, flow_text: str | None, blocks: int = 0) -> str | None:
     """Why the tree is not to be trusted: node properties, a quoted key, (``plain``) a plain scalar
-    rapidyaml reads differently, (``flow``: the text has '[' or '{') in a non-empty flow collection,
-    a plain scalar that libyaml reads differently there, or the text's ``flow_text`` reason; with
+    rapidyaml reads differently, (``flow``: the text may have one) in a non-empty flow collection, a
+    plain scalar that libyaml reads differently there, or a ``_flow_text`` construct in ``flow_text``; with
     ``blocks``, any block scalar (``_ANY_BLOCK``: it may come from the suspect header) or a block scalar of
     white space only (``_BLANK_BLOCK``: libyaml and rapidyaml indent blank-only content differently)."""
     kind = tree.type
@@ -251,9 +281,9 @@ def _tree_reason(tree: Any, plain: bool, flow: bool, flow_text: str | None, bloc
                 return "a block scalar with an indentation indicator and white space only"
         in_flow = False
         if flow:
-            if bits & _FLOW and tree.has_children(node):
-                if flow_text is not None:
-                    return flow_text
+            if not flow_open and bits & _FLOW and tree.has_children(node):
+                if flow_text is not None and _flow_text(flow_text):
+                    return "a flow construct libyaml reads differently (':]', a line starting with ':', ']#')"
                 flow_open = True
             if flow_open:
                 parent = tree.parent(node)
@@ -282,6 +312,7 @@ def available() -> bool:
 
 def _text_reason(text: str) -> str | None:
     """Why the text alone sends the document to the strict loader (None: go on)."""
+    nl = "\n" + text  # the line screens look for '\n': the first line has one too
     for marker, reason in _ALWAYS:
         if marker in text:
             return reason
@@ -291,23 +322,25 @@ def _text_reason(text: str) -> str | None:
         return "a lone carriage return"
     if _looks_deep(text):
         return "deep nesting (the strict loader's depth screen)"
-    if "\t" in text and _TAB_RISK.search(text) is not None:
+    if "\t" in text and _TAB_RISK.search(nl) is not None:
         return "a tab next to structure"
-    if ("|" in text or ">" in text) and not text.endswith("\n") and _BLOCK_HEADER.search(text) is not None:
+    if ("|" in text or ">" in text) and not text.endswith("\n") and _BLOCK_HEADER.search(nl) is not None:
         return "a block scalar in a text without a final line break"
     if "\\\n" in text or "\\\r" in text or "\\ " in text or "\\\t" in text:
-        if _ESCAPED_BREAK_BLANK.search(text) is not None:
+        if _ESCAPED_BREAK_BLANK.search(nl) is not None:
             return "an escaped line break followed by a blank line, or a line of only an escaped space"
-    if ('"' in text or "'" in text) and _AFTER_QUOTE.search(text) is not None:
+    if ('- "' in text or "- '" in text or "-  " in text or "-\t" in text) and _AFTER_QUOTE.search(nl) is not None:
         return "'-' after a quoted sequence entry"
-    if "?" in text and _EXPLICIT_KEY.search(text) is not None:
+    if ("? " in text or "?\t" in text or "?\n" in text or "?\r" in text or text.endswith("?")) and _EXPLICIT_KEY.search(
+        nl
+    ) is not None:
         return "an explicit key ('? ') in a block collection"
     if "\\" in text and _LINE_ESCAPE.search(text) is not None:
         return "a \\L or \\P escape"
     if not text.endswith("\n") and text.rstrip(" \t")[-1:] in ("-", "?", ":"):
         return "an indicator at the end of a text without a final line break"
     if ("[" in text or "{" in text) and text[:1] != "{":
-        if _FLOW_THEN.search(text) is not None or _open_flow_then(text):
+        if _flow_then(nl):
             return "a flow collection with more on its line"
     return None
 
@@ -331,12 +364,16 @@ def _answer(text: str) -> tuple[dict[str, Any] | None, str | None]:
     if not emitted:
         return None, "empty"
     plain = _SUSPECT_JSON.search(emitted) is not None
-    flow = "[" in text or "{" in text
+    # A non-empty flow collection needs a '[' or '{' not followed by its closing bracket.
+    flow = (text.count("[") != text.count("[]") or text.count("{") != text.count("{}")) and _OPENS_FLOW.search(
+        text
+    ) is not None
     blocks = 0
     if "|" in text or ">" in text:
-        if _BAD_HEADER.search(text) is not None or ("#" in text and _HEADER_COMMENT.search(text) is not None):
+        nl = "\n" + text
+        if _bad_header(nl) or ("#" in text and _HEADER_COMMENT.search(nl) is not None):
             blocks = _ANY_BLOCK
-        elif _INDENTED_BLOCK.search(text) is not None:
+        elif _INDENTED_BLOCK.search(nl) is not None:
             blocks = _BLANK_BLOCK
     if (
         plain
@@ -345,8 +382,7 @@ def _answer(text: str) -> tuple[dict[str, Any] | None, str | None]:
         or _PROPERTY.search(text) is not None
         or (("'" in text or '"' in text) and _QUOTED_KEY_HINT.search(text) is not None)
     ):
-        flow_text = "a flow construct libyaml reads differently (':]', a line starting with ':', ']#')"
-        reason = _tree_reason(tree, plain, flow, flow_text if flow and _FLOW_TEXT.search(text) else None, blocks)
+        reason = _tree_reason(tree, plain, flow, text if flow else None, blocks)
         if reason is not None:
             return None, reason
     try:
