@@ -23,6 +23,33 @@ if TYPE_CHECKING:
 ORCHESTRATORS = ("prefect", "none")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that keeps what ``add_argument`` returns (argparse's public API), so the docs
+    can list every option without reading argparse's private ``_actions``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.arguments: list[argparse.Action] = []  # before super().__init__, which adds -h
+        self.commands: dict[str, _Parser] = {}
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.arguments.append(action)
+        return action
+
+    def add_mutually_exclusive_group(self, **kwargs: Any) -> Any:
+        group = super().add_mutually_exclusive_group(**kwargs)
+        add = group.add_argument
+
+        def add_argument(*args: Any, **kwargs: Any) -> argparse.Action:
+            action = add(*args, **kwargs)
+            self.arguments.append(action)
+            return action
+
+        group.add_argument = add_argument  # type: ignore[method-assign]
+        return group
+
+
 def _add_common(p: argparse.ArgumentParser, seeds: bool = True, warehouse: bool = True) -> None:
     if seeds:
         p.add_argument(
@@ -66,10 +93,11 @@ def _add_runner(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pipeline", description=__doc__.splitlines()[0] if __doc__ else None)
+def build_parser() -> _Parser:
+    parser = _Parser(prog="pipeline", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--debug", action="store_true", help="show tracebacks and Prefect's own logs")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True)  # subcommands are _Parser too
+    parser.commands = sub.choices
 
     run = sub.add_parser(
         "run",
@@ -373,10 +401,26 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     return 1 if warnings else 0
 
 
+def command_docs() -> list[Any]:
+    """Every command as the README's command table shows it (``docs.Command``), from the parser."""
+    from pipeline.docs import Command
+
+    out = []
+    for name, cmd in build_parser().commands.items():
+        positional = " ".join(
+            f'"{a.metavar or a.dest.upper()}"' if a.dest == "sql" else str(a.metavar or a.dest.upper())
+            for a in cmd.arguments
+            if not a.option_strings
+        )
+        options = tuple(a.option_strings[-1] for a in cmd.arguments if a.option_strings and a.dest != "help")
+        out.append(Command(f"pipeline {name} {positional}".rstrip(), cmd.description or "", options))
+    return out
+
+
 def cmd_docs(args: argparse.Namespace) -> int:
     from pipeline.docs import write_docs
 
-    for path in write_docs(args.out):
+    for path in write_docs(args.out, command_docs()):
         print(f"wrote {path}")
     return 0
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from pipeline import schema
 from pipeline.read import timestamps
@@ -147,23 +148,22 @@ def er_diagram() -> str:
     return "\n".join(lines)
 
 
-def commands_block() -> str:
-    """The README's command table, from the argument parser: every command and every option it takes."""
-    from pipeline.cli import build_parser
+@dataclass(frozen=True)
+class Command:
+    """One row of the README's command table (cli.command_docs builds them from the parser)."""
 
-    parser = build_parser()
-    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    usage: str  # pipeline query "SQL"
+    description: str
+    options: tuple[str, ...]  # the long form of every option, e.g. ("--seeds", "--warehouse")
+
+
+def commands_block(commands: Sequence[Command]) -> str:
+    """The README's command table: every command and every option it takes."""
     lines = [COMMANDS_START, "| command | what it does | options |", "|---|---|---|"]
-    for name, cmd in sub.choices.items():
-        positional = " ".join(
-            f'"{a.metavar or a.dest.upper()}"' if a.dest == "sql" else (a.metavar or a.dest.upper())
-            for a in cmd._actions
-            if not a.option_strings
-        )
-        options = ", ".join(f"`{a.option_strings[-1]}`" for a in cmd._actions if a.option_strings and a.dest != "help")
-        usage = f"pipeline {name} {positional}".rstrip()
-        text = (cmd.description or "").replace("|", "\\|")
-        lines.append(f"| `{usage}` | {text} | {options} |")
+    for c in commands:
+        options = ", ".join(f"`{o}`" for o in c.options)
+        text = c.description.replace("|", "\\|")
+        lines.append(f"| `{c.usage}` | {text} | {options} |")
     lines.append(COMMANDS_END)
     return "\n".join(lines)
 
@@ -188,12 +188,12 @@ def _replace(text: str, start: str, end: str, block: str) -> str:
     return pattern.sub(lambda _: block, text)
 
 
-def update_readme(path: str, examples_sql: str | None = None) -> bool:
+def update_readme(path: str, commands: Sequence[Command], examples_sql: str | None = None) -> bool:
     """Replace the generated blocks in the README; True when it changed."""
     with open(path, encoding="utf-8") as fh:
         text = fh.read()
     new = _replace(text, README_START, README_END, readme_block())
-    new = _replace(new, COMMANDS_START, COMMANDS_END, commands_block())
+    new = _replace(new, COMMANDS_START, COMMANDS_END, commands_block(commands))
     if examples_sql is not None:
         new = _replace(new, EXAMPLES_START, EXAMPLES_END, examples_block(examples_sql))
     if new != text:
@@ -202,7 +202,7 @@ def update_readme(path: str, examples_sql: str | None = None) -> bool:
     return new != text
 
 
-def write_docs(out: str) -> list[str]:
+def write_docs(out: str, commands: Sequence[Command]) -> list[str]:
     os.makedirs(out, exist_ok=True)
     written = []
     for name, content in (
@@ -220,6 +220,6 @@ def write_docs(out: str) -> list[str]:
     if os.path.exists(examples):
         with open(examples, encoding="utf-8") as fh:
             sql = fh.read()
-    if os.path.exists(readme) and update_readme(readme, sql):
+    if os.path.exists(readme) and update_readme(readme, commands, sql):
         written.append(readme)
     return written
