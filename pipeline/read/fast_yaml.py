@@ -64,7 +64,11 @@ _PROPERTY = re.compile(r"[&*!](?<=[\s,:?\[{-].)")
 # ('- {a,\n   b} c: d'): rapidyaml reads on, libyaml refuses. (A flow collection alone on its line with
 # more after it is refused by both.) Found from the rare ']' or '}' followed by more (``_flow_then``).
 _CLOSE_THEN = re.compile(r"[\]}][ \t]*[^\s#,\]}]")
-_FLOW_LINE = re.compile(r"[ \t]*(?:(?:-[ \t]+)+(?:[^\s:#'\"][^\n:#'\"]*:[ \t]+)?|[^\s:#'\"][^\n:#'\"]*:[ \t]+)[\[{]")
+_JUNK = re.compile(r"[ \t]*[^\s#,\]}]")
+_FLOW_LINE = re.compile(  # from a line break: a flow collection after '- ' or 'key: ', closed, then more
+    r"\n[ \t]*(?:(?:-[ \t]+)+(?:[^\s:#'\"][^\n:#'\"]*:[ \t]+)?|[^\s:#'\"][^\n:#'\"]*:[ \t]+)[\[{]"
+    r"(?:[^\n'\"]|'[^'\n]*'|\"(?:[^\"\\\n]|\\.)*\")*[\]}][ \t]*[^\s#,\]}]"
+)
 # A line whose flow collection stays open.
 _OPEN_FLOW_LINE = re.compile(
     r"\n[ \t]*(?:(?:-[ \t]+)+(?:[^\s:#'\"][^\n:#'\"]*:[ \t]+)?|[^\s:#'\"][^\n:#'\"]*:[ \t]+)[\[{]"
@@ -74,13 +78,24 @@ _OPEN_FLOW_LINE = re.compile(
 
 def _flow_then(nl: str) -> bool:
     """Whether a ']' or '}' with more after it on its line closes a flow collection that began after '- '
-    or 'key: ' on that line, or may close one left open on an earlier line (``nl``: the text after a
-    line break)."""
+    or 'key: ' on that line, or closes one left open on an earlier line (``nl``: the text after a line
+    break). Only a ']' or '}' with more after it (rare) starts the search."""
+    found = False
     for match in _CLOSE_THEN.finditer(nl):
-        start = nl.rfind("\n", 0, match.start()) + 1
-        if _FLOW_LINE.match(nl, start) is not None:
+        found = True
+        if _FLOW_LINE.match(nl, nl.rfind("\n", 0, match.start())) is not None:
             return True
-        if _OPEN_FLOW_LINE.search(nl, 0, start) is not None:
+    if not found:
+        return False
+    for match in _OPEN_FLOW_LINE.finditer(nl):  # the next line with a ']' or '}': more after one of them?
+        at = match.end()
+        closes = [i for i in (nl.find("]", at), nl.find("}", at)) if i >= 0]
+        if not closes:
+            continue
+        start = nl.rfind("\n", 0, min(closes)) + 1
+        end = nl.find("\n", start)
+        line = nl[start:] if end < 0 else nl[start:end]
+        if any(c in "]}" and _JUNK.match(line, i + 1) is not None for i, c in enumerate(line)):
             return True
     return False
 
