@@ -339,10 +339,9 @@ def test_a_run_that_loses_its_lease_stops_at_its_next_check_and_writes_no_failur
     """Another run takes the lease over while this one works (here: the lease file is replaced, as a
     takeover after an expiry does): this run stops at its next lock check with exit 75, commits
     nothing, and leaves the winner's state alone: no failure record, the winner's lease in place."""
+    from harness.s3_server import put
     from pipeline.storage.location import Location
     from pipeline.warehouse import commits
-
-    from .s3_server import put
 
     bucket = s3.new_bucket("lost")
     s3.upload_folder(SEEDS, f"s3://{bucket}/seeds")

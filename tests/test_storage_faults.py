@@ -23,13 +23,13 @@ from typing import Any
 
 import pytest
 
+from harness.s3_server import MotoServer, put
 from pipeline import faults
 from pipeline.storage.location import Fetched, Location
 from pipeline.warehouse import commits
 
 from .conftest import REPO, SEEDS, cli_env, run_cli
 from .fault_proxy import FaultProxy, RandomFaults
-from .s3_server import MotoServer, put
 from .test_incremental import ECB, new_doc, set_key
 from .test_object_storage import corpus, export, local_run, rows
 
