@@ -5,9 +5,10 @@ locations), so it can go to a local process or a Dask worker. Workers return onl
 per-file outcomes; rows never travel back as Python objects (pickling dicts costs ~25%
 of parse time). Objects in a bucket are fetched concurrently, a bounded slice at a time.
 
-A worker that dies (libyaml can segfault on some inputs) takes down only its batch,
-which is then bisected in fresh processes until the one file that kills the parser is
-found and quarantined as ``parser_crash``; every other file still loads. On Dask, each
+A worker that dies (libyaml can segfault on some inputs) takes down only its batch, which
+then runs again in a fresh process that records, in a checkpoint file, which file it is
+on: the file that kills it is quarantined as ``parser_crash`` and the rest runs on, so
+each crash costs one process start and every other file still loads. On Dask, each
 worker thread keeps one such child process, so a crash never kills the Dask worker.
 """
 
@@ -195,7 +196,7 @@ def _write_staging(loaded: list[tuple[Outcome, Loaded]], spec: BatchSpec) -> dic
     every staging file, so the build reads each staged row a few times, not once per group.
     """
     files: dict[str, list[str]] = {}
-    token = secrets.token_hex(6)  # unique per call: a run may parse in several rounds and bisect batches
+    token = secrets.token_hex(6)  # unique per call: a run may parse in several rounds and re-run crashed batches
     loaded = sorted(loaded, key=lambda pair: pair[1].rows.month)  # stable: batch order within a month
     for table in schema.DOCUMENT_TABLES:
         rows: list[tuple[object, ...]] = []
@@ -267,7 +268,7 @@ def crashed(job: Job) -> Outcome:
 
 
 class IsolatingPool:
-    """Runs batches on a process pool, isolating crashes by bisection; the pool is reused between calls."""
+    """Runs batches on a process pool, isolating a crash to its file (``_isolate``); the pool is reused between calls."""
 
     def __init__(self, workers: int) -> None:
         self.workers = max(1, workers)

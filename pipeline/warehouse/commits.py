@@ -382,7 +382,12 @@ def _is_ours(wh: Location, version: int, snapshot_id: str) -> bool:
 
 def retire(wh: Location, version: int, now: float | None = None) -> None:
     """Stamp a commit the catalog is about to stop showing; its grace period counts from here."""
-    wh.write_bytes(f"{COMMITS}/{version:0{VERSION_DIGITS}d}.retired", str(time.time() if now is None else now).encode())
+    wh.write_bytes(retired_name(version), str(time.time() if now is None else now).encode())
+
+
+def retired_name(version: int) -> str:
+    """``commits/<version>.retired``: when the catalog stopped showing that version (GC's grace counts from it)."""
+    return f"{COMMITS}/{version:0{VERSION_DIGITS}d}.retired"
 
 
 # --- local projection: current/ for direct Parquet readers ------------------------------

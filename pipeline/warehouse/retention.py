@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pipeline.errors import ConfigError
 from pipeline.storage.location import Location
 from pipeline.warehouse import commits
-from pipeline.warehouse.commits import COMMITS, DATA, SNAPSHOTS, VERSION_DIGITS, Snapshot
+from pipeline.warehouse.commits import DATA, SNAPSHOTS, Snapshot
 
 DEFAULT = "24h"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -87,12 +87,8 @@ def _human(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def _retired_name(version: int) -> str:
-    return f"{COMMITS}/{version:0{VERSION_DIGITS}d}.retired"
-
-
 def _retired_at(wh: Location, version: int) -> float:
-    text = wh.read_text(_retired_name(version))
+    text = wh.read_text(commits.retired_name(version))
     try:
         return float(text) if text else 0.0
     except ValueError:
@@ -143,7 +139,9 @@ def collect_garbage(
     for table, names in delta_current.items():
         live.update(f"{DATA}/{table}/{name}" for name in names)
     once_named = {rel for snap in expired for rels in snap.files.values() for rel in rels}
-    removed = [name for snap in expired for name in (commits.commit_name(snap.version), _retired_name(snap.version))]
+    removed = [
+        name for snap in expired for name in (commits.commit_name(snap.version), commits.retired_name(snap.version))
+    ]
     for rel, mtime in _data_files(wh):
         if rel not in live and (rel in once_named or now - mtime >= orphan_grace):
             removed.append(rel)
