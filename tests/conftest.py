@@ -118,6 +118,17 @@ def export_tables(warehouse: Path, tables: tuple[str, ...] = CONTENT_TABLES) -> 
         con.close()
 
 
+@pytest.fixture(scope="session")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A warehouse built once from the shipped seeds, for tests that only read it (BI clients, Superset)."""
+    root = tmp_path_factory.mktemp("sample")
+    seeds = root / "seeds"
+    shutil.copytree(SEEDS, seeds)
+    warehouse = root / "warehouse"
+    run_cli("run", "--seeds", str(seeds), "--warehouse", str(warehouse), "--orchestrator", "none", "--quiet")
+    return warehouse
+
+
 def table_rows(warehouse: Path | str, table: str, order_by: str = "") -> list[dict[str, Any]]:
     """The rows of one table of the newest snapshot (a local folder or an s3:// URL), as dicts."""
     from pipeline.storage.location import Location

@@ -129,17 +129,6 @@ def bi_python() -> Path:
     return ensure_venv(BI_VENV, BI_REQUIREMENTS)[0]
 
 
-@pytest.fixture(scope="module")
-def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A warehouse built from the shipped seeds, shared by the read-only tests of this module."""
-    root = tmp_path_factory.mktemp("bi")
-    seeds = root / "seeds"
-    shutil.copytree(SEEDS, seeds)
-    warehouse = root / "warehouse"
-    run_cli("run", "--seeds", str(seeds), "--warehouse", str(warehouse), "--orchestrator", "none", "--quiet")
-    return warehouse
-
-
 def _catalog_counts(warehouse: Path, names: list[str]) -> dict[str, int]:
     con = open_catalog(warehouse)
     try:

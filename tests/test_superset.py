@@ -22,7 +22,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ import pytest
 
 from harness.envs import ensure_venv
 
-from .conftest import REPO, SEEDS, cli_env, run_cli
+from .conftest import REPO, cli_env, run_cli
 from .test_bi_clients import EXAMPLE_QUERIES, NON_UTC, TIME_QUERIES, _assert_known_time_answers, _time_rows
 
 SUPERSET_DIR = REPO / "tests" / "bi" / "superset"
@@ -42,16 +41,6 @@ pytestmark = pytest.mark.skipif(
     os.environ.get(SWITCH) != "1",
     reason=f"a real Superset (own venv, ~10 min to build uncached, ~1-2 min to run): set {SWITCH}=1",
 )
-
-
-@pytest.fixture(scope="module")
-def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("superset-wh")
-    seeds = root / "seeds"
-    shutil.copytree(SEEDS, seeds)
-    warehouse = root / "warehouse"
-    run_cli("run", "--seeds", str(seeds), "--warehouse", str(warehouse), "--orchestrator", "none", "--quiet")
-    return warehouse
 
 
 @pytest.fixture(scope="module")
