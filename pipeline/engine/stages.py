@@ -513,7 +513,6 @@ def publish(state: State, services: Services) -> State:
     t0 = time.perf_counter()
     ctx, built = state.ctx, state.need("built")
     wh = ctx.warehouse
-    services.lock.check()
     faults.kill_at("before_commit")
     snap = commits.commit(
         wh,
