@@ -336,9 +336,13 @@ def cmd_query(args: argparse.Namespace) -> int:
         table = query.run_query(warehouse, args.sql, args.as_of)
     else:
         raise ConfigError("give a SQL string or --tables")
-    text = query.render(table, "table" if args.tables and args.format == "parquet" else args.format, args.output)
-    if text is not None:
-        print(text)
+    fmt = "table" if args.tables and args.format == "parquet" else args.format
+    data = query.render(table, fmt, to_file=bool(args.output))
+    if args.output:
+        with open(args.output, "wb") as fh:
+            fh.write(data)
+    else:
+        sys.stdout.write(data.decode("utf-8"))
     return 0
 
 
@@ -376,22 +380,22 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
-    import shutil
     import tempfile
 
     from pipeline.config import load_settings
     from pipeline.engine.stages import follow_commit
+    from pipeline.storage.local import LocalFolder
     from pipeline.warehouse import commits
 
     settings = load_settings(_settings_overrides(args))
     warehouse = settings.warehouse_location()
     lock = commits.acquire(warehouse, "catalog-rebuild", 60, settings.lease_seconds)
-    tmp = tempfile.mkdtemp(prefix="pipeline-catalog-")
+    scratch = LocalFolder(tempfile.mkdtemp(prefix="pipeline-catalog-"))
     try:
         snap = commits.require_newest(warehouse)
-        _lake, warnings = follow_commit(warehouse, snap, settings, tmp)
+        _lake, warnings = follow_commit(warehouse, snap, settings, scratch)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        scratch.delete_tree("")
         lock.release()
     for warning in warnings:
         print(f"pipeline: warning: {warning}", file=sys.stderr)

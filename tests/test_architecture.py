@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import inspect
 import subprocess
 import sys
+from pathlib import Path
 
 from pipeline.config import Settings
 from pipeline.engine.stages import STAGES
@@ -57,3 +59,45 @@ def test_what_prefect_ships_to_dask_workers_pickles() -> None:
 
     for obj in (flow.ingest, *flow.STAGE_TASKS.values(), flow.parse_batch, flow.merge_months):
         cloudpickle.dumps(obj)
+
+
+# What only pipeline/storage may call: the file system itself.
+OS_FILE_CALLS = {
+    "open", "replace", "rename", "link", "symlink", "unlink", "remove", "rmdir", "makedirs", "mkdir", "listdir",
+    "scandir", "walk", "stat", "lstat", "fsync", "exists", "lexists", "isdir", "isfile", "islink", "realpath",
+    "getsize", "readlink",
+}  # fmt: skip
+
+
+def _storage_leaks(path: str) -> list[str]:
+    """``os``/``os.path`` file calls, builtin ``open`` and ``.local`` tests in one module's source."""
+    tree = ast.parse(open(path, encoding="utf-8").read())
+    leaks = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "open":
+            leaks.append(f"{path}:{node.lineno}: open()")
+        if isinstance(node, ast.Attribute):
+            base = ast.unparse(node.value)
+            if base in ("os", "os.path") and node.attr in OS_FILE_CALLS:
+                leaks.append(f"{path}:{node.lineno}: {base}.{node.attr}")
+            if node.attr in ("local", "fs", "reader_fs", "bucket") and base != "threading":
+                leaks.append(f"{path}:{node.lineno}: .{node.attr} (asks which kind of location)")
+    return leaks
+
+
+def test_the_warehouse_code_never_touches_files_or_asks_which_kind_of_storage() -> None:
+    """commits, ledger, GC, catalog, merges, checks, Delta: only ``Location`` operations (pipeline/storage)."""
+    modules = sorted((REPO / "pipeline" / "warehouse").glob("*.py"))
+    assert len(modules) > 10
+    leaks = [leak for module in modules for leak in _storage_leaks(str(module))]
+    assert leaks == []
+
+
+def test_the_leak_finder_finds_leaks(tmp_path: Path) -> None:
+    sample = tmp_path / "m.py"
+    sample.write_text("import os\nos.replace('a', 'b')\nif wh.local:\n    open('x')\nos.environ.get('A')\n")
+    assert sorted(leak.split(": ", 1)[1] for leak in _storage_leaks(str(sample))) == [
+        ".local (asks which kind of location)",
+        "open()",
+        "os.replace",
+    ]

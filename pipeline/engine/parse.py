@@ -388,7 +388,7 @@ class IsolatingPool:
             os.unlink(checkpoint)
 
 
-_NOWHERE = Location("file", "/nonexistent-pipeline-probe")
+_NOWHERE = Location.parse("/nonexistent-pipeline-probe")
 _local = threading.local()
 
 

@@ -31,7 +31,8 @@ from pipeline.progress import Reporter
 from pipeline.read.discover import discover
 from pipeline.read.problems import duplicate_identity, path_order
 from pipeline.report import bounded_list
-from pipeline.storage.location import Location, transient
+from pipeline.storage.failures import transient
+from pipeline.storage.location import Location
 from pipeline.warehouse import checks, commits, delta, ledger, merge, tables
 from pipeline.warehouse import retention as retention_gc
 from pipeline.warehouse.catalog import show
@@ -528,7 +529,7 @@ def publish(state: State, services: Services) -> State:
 
 
 def follow_commit(
-    wh: Location, snap: Snapshot, settings: Settings, scratch: str
+    wh: Location, snap: Snapshot, settings: Settings, scratch: Location
 ) -> tuple[delta.Published | None, list[str]]:
     """After a commit (or to repair a warehouse): Delta tables, then the catalog and ``current``, then GC.
 

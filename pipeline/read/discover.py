@@ -47,7 +47,9 @@ import pyarrow.compute as pc
 
 from pipeline import faults
 from pipeline.read.problems import Problem
-from pipeline.storage.location import Location, relpath_ok, transient
+from pipeline.storage.failures import transient
+from pipeline.storage.location import Location, relpath_ok
+from pipeline.storage.objects import ObjectPrefix
 
 LIST_ATTEMPTS = 3  # a prefix listing is retried this many times before it counts as unlisted
 LIST_THREADS = 16  # top-level prefixes listed concurrently on object stores
@@ -182,7 +184,7 @@ def _matches(name: str, patterns: tuple[str, ...]) -> bool:
 
 def discover(root: Location, patterns: tuple[str, ...]) -> Discovery:
     """All matching files under ``root`` in byte order of their relative paths."""
-    out = _discover_local(root.root, patterns) if root.local else _discover_objects(root, patterns)
+    out = _discover_objects(root, patterns) if isinstance(root, ObjectPrefix) else _discover_local(root.root, patterns)
     out.refused.sort(key=lambda r: r.rel)
     out.unlisted.sort(key=lambda r: r.rel)
     return out
@@ -300,7 +302,7 @@ def _retry(fn: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
-def _discover_objects(root: Location, patterns: tuple[str, ...]) -> Discovery:
+def _discover_objects(root: ObjectPrefix, patterns: tuple[str, ...]) -> Discovery:
     """One delimited listing of the top level, then a flat listing of each top-level prefix, concurrently.
 
     A failing top-level prefix is reported as unlisted and the others still load; a failing

@@ -10,12 +10,10 @@ zone, groups and filters by the same UTC days as `pipeline query` (which uses th
 
 from __future__ import annotations
 
-import os
-
 import duckdb
 
 from pipeline import schema
-from pipeline.storage.location import Location, fsync_dir
+from pipeline.storage.location import Location
 from pipeline.warehouse import commits
 from pipeline.warehouse.commits import CATALOG, Snapshot
 from pipeline.warehouse.sql import file_list, ident, literal
@@ -68,42 +66,26 @@ def define_views(con: duckdb.DuckDBPyConnection, snap: Snapshot, comments: bool 
     )
 
 
-def build_catalog(wh: Location, snap: Snapshot, scratch: str) -> str:
+def build_catalog(wh: Location, snap: Snapshot, scratch: Location) -> str:
     """Write a fresh catalog in ``scratch`` and replace ``<warehouse>/catalog.duckdb`` with it."""
-    tmp = os.path.join(scratch, CATALOG)
-    if os.path.exists(tmp):
-        os.unlink(tmp)
+    tmp = scratch.fresh_path(CATALOG)
     # Written in the v1.4 storage format: the catalog holds only views, and BI tools that
     # bundle DuckDB 1.4/1.5 can then open it too (a 2.0-format file refuses them).
     con = duckdb.connect(tmp, config={"storage_compatibility_version": "v1.4.0"})
     try:
-        if not wh.local:
-            con.register_filesystem(wh.reader_fs())  # views read each file's schema when created
+        wh.attach(con)  # views read each file's schema when created
         define_views(con, snap)
         con.execute("CHECKPOINT")
     finally:
         con.close()
-    if wh.local:
-        os.replace(tmp, wh.join(CATALOG))
-        fsync_dir(wh.root)
-    else:
-        wh.upload(tmp, CATALOG)
+    wh.put_file(tmp, CATALOG)
     return wh.join(CATALOG)
 
 
-def shown(wh: Location, scratch: str) -> tuple[str, int] | None:
+def shown(wh: Location, scratch: Location) -> tuple[str, int] | None:
     """(snapshot id, version) the catalog shows; None when missing, unreadable, or built for another location."""
-    path = wh.join(CATALOG)
-    if not wh.local:
-        data = None
-        try:
-            data = wh.read_bytes(CATALOG)
-        except FileNotFoundError:
-            return None
-        path = os.path.join(scratch, "shown-" + CATALOG)
-        with open(path, "wb") as fh:
-            fh.write(data)
-    if not os.path.exists(path):
+    path = wh.local_copy(CATALOG, scratch)
+    if path is None:
         return None
     try:
         con = duckdb.connect(path, read_only=True)
@@ -120,13 +102,17 @@ def shown(wh: Location, scratch: str) -> tuple[str, int] | None:
     return str(row[0]), int(row[1])
 
 
-def show(wh: Location, snap: Snapshot, scratch: str, only_if_stale: bool = False) -> None:
+def show(wh: Location, snap: Snapshot, scratch: Location, only_if_stale: bool = False) -> None:
     """Point the catalog and (local disk) ``current`` at ``snap``.
 
     What they showed before is stamped retired first, so its grace period counts from the switch.
+    ``only_if_stale``: the catalog is rebuilt only when it shows another snapshot; ``current`` is
+    pointed again either way (cheap, and it repairs a run killed between the two).
     """
     before = shown(wh, scratch)
-    if only_if_stale and before == (snap.id, snap.version) and (not wh.local or commits.current_id(wh) == snap.id):
+    if only_if_stale and before == (snap.id, snap.version):
+        if commits.current_id(wh) != snap.id:
+            commits.project(wh, snap, scratch)
         return
     if before is not None and before[1] != snap.version:
         commits.retire(wh, before[1])
@@ -137,7 +123,6 @@ def show(wh: Location, snap: Snapshot, scratch: str, only_if_stale: bool = False
 def memory_connection(snap: Snapshot) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with the same views; for read-only CLI queries."""
     con = duckdb.connect(":memory:")
-    if not snap.warehouse.local:
-        con.register_filesystem(snap.warehouse.reader_fs())
+    snap.warehouse.attach(con)
     define_views(con, snap, comments=False)
     return con

@@ -23,7 +23,6 @@ multi-table-consistent view.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -70,41 +69,8 @@ def table_uri(wh: Location, table: str) -> str:
 
 
 def storage_options(wh: Location) -> dict[str, str] | None:
-    """delta-rs (object_store) options for the warehouse's bucket: the same endpoint and keys s3fs uses.
-
-    Endpoint and credentials come from the standard AWS variables (object_store reads them too);
-    ``--storage-option`` values in s3fs spelling (key, secret, token, endpoint_url, region) are mapped.
-    """
-    if wh.local:
-        return None
-    given = wh.options
-    endpoint = (
-        given.get("endpoint_url")
-        or (given.get("client_kwargs") or {}).get("endpoint_url")
-        or os.environ.get("AWS_ENDPOINT_URL_S3")
-        or os.environ.get("AWS_ENDPOINT_URL")
-    )
-    region = (
-        given.get("region")
-        or (given.get("client_kwargs") or {}).get("region_name")
-        or os.environ.get("AWS_REGION")
-        or os.environ.get("AWS_DEFAULT_REGION")
-    )
-    out: dict[str, str] = {}
-    for ours, theirs in (
-        ("key", "AWS_ACCESS_KEY_ID"),
-        ("secret", "AWS_SECRET_ACCESS_KEY"),
-        ("token", "AWS_SESSION_TOKEN"),
-    ):
-        if given.get(ours):
-            out[theirs] = str(given[ours])
-    if endpoint:
-        out["AWS_ENDPOINT_URL"] = str(endpoint)
-        if str(endpoint).startswith("http://"):
-            out["AWS_ALLOW_HTTP"] = "true"
-    if region:
-        out["AWS_REGION"] = str(region)
-    return out
+    """delta-rs (object_store) options for the warehouse: the same endpoint and keys as its other reads."""
+    return wh.delta_options()
 
 
 # --- statistics from the footer -------------------------------------------------------------
@@ -186,17 +152,13 @@ def _adds(wh: Location, table: schema.Table, rels: list[str]) -> list[Any]:
 
     root = table_root(table.name)
     listed = {e.rel: e for e in wh.list_files(root)}
-    fs = None if wh.local else wh.fs()
 
     def one(rel: str) -> Any:
         entry = listed.get(rel)
         if entry is None:
             raise FileNotFoundError(f"{wh.join(rel)}: named by the commit but not in storage")
-        if fs is None:
-            metadata = pq.read_metadata(wh.join(rel))
-        else:
-            with fs.open(f"{wh.bucket}/{wh.key(rel)}", "rb") as fh:
-                metadata = pq.read_metadata(fh)
+        with wh.open_read(rel) as fh:
+            metadata = pq.read_metadata(fh)
         stats = json.dumps(footer_stats(table, metadata), separators=(",", ":"))
         return AddAction(rel[len(root) + 1 :], entry.size, {}, entry.mtime_ns // 1_000_000, True, stats)
 

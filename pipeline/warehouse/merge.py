@@ -38,15 +38,14 @@ def part_of(rel: str) -> str:
 
 
 def connect(wh: Location, memory_limit: str) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection that can read the warehouse (object stores through s3fs) and spills to local disk."""
+    """A DuckDB connection that can read the warehouse and spills to local disk."""
     con = duckdb.connect(":memory:")
     con.execute(f"SET temp_directory = {literal(tempfile.gettempdir())}")
     con.execute(f"SET memory_limit = {literal(memory_limit)}")
     con.execute("SET preserve_insertion_order = false")  # every query that needs an order says ORDER BY
     # Every merge of a build reads the footers of the same staging files: parse each once.
     con.execute("SET parquet_metadata_cache = true")
-    if not wh.local:
-        con.register_filesystem(wh.reader_fs())
+    wh.attach(con)
     return con
 
 

@@ -82,13 +82,14 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def render(table: pa.Table, fmt: str, output: str | None) -> str | None:
-    """Text for stdout, or None when written to ``output``."""
+def render(table: pa.Table, fmt: str, to_file: bool = False) -> bytes:
+    """The result in ``fmt``: text (UTF-8, one trailing newline), or Parquet bytes (``to_file`` only)."""
     if fmt == "parquet":
-        if not output:
+        if not to_file:
             raise QueryError("--format parquet needs --output FILE")
-        pq.write_table(table, output, compression="zstd")
-        return None
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        return bytes(sink.getvalue())
     rows = table.to_pylist()
     if fmt == "json":
         text = json.dumps(rows, default=str, ensure_ascii=False, indent=1)
@@ -100,11 +101,7 @@ def render(table: pa.Table, fmt: str, output: str | None) -> str | None:
         text = buf.getvalue().rstrip("\n")
     else:
         text = _text_table(table.column_names, [[_cell(v) for v in r.values()] for r in rows])
-    if output:
-        with open(output, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
-        return None
-    return text
+    return (text + "\n").encode("utf-8")
 
 
 def _text_table(header: list[str], rows: list[list[str]], max_width: int = 60) -> str:

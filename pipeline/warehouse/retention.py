@@ -151,9 +151,7 @@ def collect_garbage(
 
 
 def _stale_trees(wh: Location, kept_ids: set[str]) -> list[str]:
-    """Local ``snapshots/<id>`` folders of versions no longer retained (hard links: no data is lost)."""
-    if not wh.local:
-        return []
+    """``snapshots/<id>`` folders (local disk) of versions no longer retained (hard links: no data is lost)."""
     keep = kept_ids | {commits.current_id(wh)}
-    ids = {entry.rel.split("/")[1] for entry in wh.list_files(SNAPSHOTS) if entry.rel.count("/") >= 2}
+    ids = set(wh.list_names(SNAPSHOTS))
     return [f"{SNAPSHOTS}/{sid}" for sid in sorted(ids - keep)]
