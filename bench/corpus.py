@@ -1,4 +1,4 @@
-"""The benchmark corpus: bench/generate.py's N documents for a seed, kept and reused under OUT.
+"""The benchmark corpus: harness/generate.py's N documents for a seed, kept and reused under OUT.
 
 OUT/corpus-N-seedS holds a hidden marker (discovery skips it) with N, the seed and the generator's
 digest; the corpus is reused while the marker matches and says clean. ``changed_files`` rewrites the
@@ -20,10 +20,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from . import generate
+from harness import generate
+
 from .common import log
 
-PER_FOLDER = 10_000  # bench.generate's default layout
+PER_FOLDER = 10_000  # harness.generate's default layout
 CORPUS_MARKER = ".bench-corpus.json"  # hidden: discovery skips it
 
 

@@ -14,13 +14,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from harness import generate
 from pipeline.read import extract as ex
 from pipeline.read import fast_yaml
 from pipeline.read.contract import check_document
 from pipeline.read.normalize import Source, normalize
 from pipeline.read.strict_yaml import load_strict
-
-from . import generate
 
 
 def _median_us(fn: Callable[[Any], object], items: list[Any], repeat: int) -> float:

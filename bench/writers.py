@@ -4,7 +4,7 @@
                             [--flow] [--skip-dlt] [--before REV]
 
 For every writer family (PyYAML default and ``allow_unicode``, ruamel.yaml, js-yaml, npm ``yaml``;
-``tests/writers/corpora.py``, block style, or flow style with ``--flow``), on the same N articles:
+``harness/writers.py``, block style, or flow style with ``--flow``), on the same N articles:
 
 1. the corpus: OUT/writers-N-seedS-STYLE/WRITER/, seed files around the writer's frontmatter; reused
    while its marker matches N, the seed, the style and the writers' sources; only the articles that every
@@ -76,16 +76,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _writers_digest() -> str:
-    here = REPO / "tests" / "writers"
+    from harness import writers as corpora
+
     h = hashlib.sha256()
-    for name in ("corpora.py", "emit.mjs", "package-lock.json"):
-        h.update((here / name).read_bytes())
+    for path in (Path(corpora.__file__), corpora.NODE_DIR / "emit.mjs", corpora.NODE_DIR / "package-lock.json"):
+        h.update(path.read_bytes())
     return h.hexdigest()
 
 
 def ensure_corpora(out: Path, n: int, seed: int, flow: bool) -> tuple[Path, dict[str, list[str]]]:
     """OUT/writers-N-seedS-STYLE/WRITER/part-0000/doc-*.md, and each writer's frontmatter texts."""
-    from tests.writers import corpora
+    from harness import writers as corpora
 
     root = out / f"writers-{n}-seed{seed}-{'flow' if flow else 'block'}"
     want = {"n": n, "seed": seed, "flow": flow, "writers_sha256": _writers_digest(), "layout": 3}
@@ -202,7 +203,7 @@ def script_baseline(corpus: Path, work: Path, repeat: int, notes: list[str]) -> 
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from tests.writers import corpora
+    from harness import writers as corpora
 
     out: Path = args.out.resolve()
     style = "flow" if args.flow else "block"

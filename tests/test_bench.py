@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import generate
 from bench.corpus import CORPUS_MARKER, change_sample, doc_path
 from bench.measure import baseline_ready
+from harness import generate
 
 from .conftest import REPO, cli_env
 

@@ -15,7 +15,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench import generate
+from harness import generate
 from pipeline.read import normalize
 from pipeline.read.contract import Checked, check_document
 from pipeline.read.extract import decode, split_frontmatter

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench import generate
+from harness import generate
 from pipeline.read import fast_yaml
 from pipeline.read.extract import _CONTROL, _YAML_BREAKS
 from pipeline.read.problems import ProblemError
@@ -307,12 +307,12 @@ def test_the_fast_path_does_not_leak() -> None:
     assert _rss_bytes() - before < 20 * 2**20
 
 
-# Real writers' YAML (tests/writers/): PyYAML (default and allow_unicode), ruamel.yaml, js-yaml and npm
+# Real writers' YAML (harness/writers.py; the npm side in tests/writers/): PyYAML (default and allow_unicode), ruamel.yaml, js-yaml and npm
 # `yaml`, block and flow style, on articles whose text hypothesis draws (quotes, backslashes, unicode, long
 # strings, look-alike values, empty and nested lists). Agreement on every document; the answer rate per
 # writer and style is asserted separately, and its failure lists what was declined and why.
 def _node_writers() -> Any:
-    from tests.writers import corpora
+    from harness import writers as corpora
 
     if corpora.node_available():
         return corpora.NodeWriters()
@@ -322,7 +322,7 @@ def _node_writers() -> Any:
 
 
 def _writer_strategies() -> Any:
-    from tests.writers import corpora
+    from harness import writers as corpora
 
     # Any character a seed may hold once extract() has let it through (no controls, surrogates,
     # non-characters, U+2028/U+2029 or BOM); the writers' hazards come from corpora.PIECES.
@@ -355,7 +355,7 @@ _ANSWER_RATE = 0.98
 @functools.cache
 def _writer_tally(flow: bool) -> dict[str, tuple[int, list[tuple[str, str]]]]:
     """Per writer: valid documents, and the declined ones with decline_reason. Asserts agreement on all."""
-    from tests.writers import corpora
+    from harness import writers as corpora
 
     node = _node_writers()
     valid = dict.fromkeys(corpora.WRITERS, 0)

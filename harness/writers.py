@@ -9,8 +9,9 @@ unicode from every plane, tabs and line breaks, long strings, text that looks li
 null or a timestamp, and empty and nested lists. ``article`` takes a ``random.Random`` so that the
 same builder serves a seeded benchmark corpus and hypothesis (``st.randoms()``) in the tests.
 
-The npm writers run in one long-lived node process (``emit.mjs``); install them with
-``npm ci --prefix tests/writers --no-audit --no-fund``.
+The npm writers run in one long-lived node process (``tests/writers/emit.mjs``, beside their
+package.json and lock file); install them with ``npm ci --prefix tests/writers --no-audit --no-fund``.
+Shared by tests/test_fast_yaml.py and bench/writers.py (so neither imports the other).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from typing import Any
 import yaml
 from ruamel.yaml import YAML
 
-HERE = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parent.parent
+NODE_DIR = REPO / "tests" / "writers"  # emit.mjs, package.json, package-lock.json and node_modules
 NODE_WRITERS = ("js-yaml", "yaml")
 PYTHON_WRITERS = ("pyyaml", "pyyaml-unicode", "ruamel")
 WRITERS = PYTHON_WRITERS + NODE_WRITERS
@@ -249,7 +251,9 @@ _PYTHON: dict[str, Callable[[dict[str, Any], bool], str]] = {
 
 def node_available() -> bool:
     """Whether node and the npm writers (``npm ci --prefix tests/writers``) are installed."""
-    return shutil.which("node") is not None and all((HERE / "node_modules" / name).is_dir() for name in NODE_WRITERS)
+    return shutil.which("node") is not None and all(
+        (NODE_DIR / "node_modules" / name).is_dir() for name in NODE_WRITERS
+    )
 
 
 class NodeWriters:
@@ -257,12 +261,12 @@ class NodeWriters:
 
     def __init__(self) -> None:
         self._proc = subprocess.Popen(
-            ["node", str(HERE / "emit.mjs")],
+            ["node", str(NODE_DIR / "emit.mjs")],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
             encoding="utf-8",
-            cwd=HERE,
+            cwd=NODE_DIR,
         )
 
     def emit_many(self, writer: str, docs: list[dict[str, Any]], flow: bool) -> list[str]:
