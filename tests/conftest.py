@@ -105,6 +105,21 @@ def open_catalog(warehouse: Path) -> duckdb.DuckDBPyConnection:
     return duckdb.connect(str(warehouse / "catalog.duckdb"), read_only=True)
 
 
+def catalog_rows(warehouse: Path, table: str, clauses: str = "") -> list[dict[str, Any]]:
+    """The rows of one view of the catalog (catalog.duckdb, as a BI client sees them), as dicts.
+
+    ``clauses`` follows ``SELECT * FROM "table"`` (a WHERE and/or ORDER BY). ``table_rows`` reads the
+    newest snapshot instead, without the catalog.
+    """
+    con = open_catalog(warehouse)
+    try:
+        cur = con.execute(f'SELECT * FROM "{table}" {clauses}')
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    finally:
+        con.close()
+
+
 def export_tables(warehouse: Path, tables: tuple[str, ...] = CONTENT_TABLES) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table, sorted: equal exports mean identical table contents."""
     con = open_catalog(warehouse)

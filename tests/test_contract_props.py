@@ -22,7 +22,6 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -35,9 +34,9 @@ from pipeline.read.contract import DOCUMENT
 from pipeline.read.extract import Loaded, extract
 from pipeline.read.normalize import Source, article_id
 from pipeline.read.problems import Problem
+from tests.conftest import SEEDS, catalog_rows
 
-REPO = Path(__file__).resolve().parent.parent
-TEMPLATE_TEXT = (REPO / "seeds" / "000_0d86a7039b408f6d.txt").read_text(encoding="utf-8")
+TEMPLATE_TEXT = (SEEDS / "000_0d86a7039b408f6d.txt").read_text(encoding="utf-8")
 TEMPLATE_URL = "https://www.psychologytoday.com/us/blog/the-digital-self/202310/artificial-empathy-a-human-construct-borrowed-by-ai"
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 KNOWN_KEYS = frozenset(f.key for f in DOCUMENT)
@@ -456,19 +455,9 @@ def _expected(specs: list[dict[str, Any]]) -> dict[str, tuple[str, str | None, s
     return out
 
 
-def _read(warehouse: Path, name: str) -> list[dict[str, Any]]:
-    con = duckdb.connect(str(warehouse / "catalog.duckdb"), read_only=True)
-    try:
-        cur = con.execute(f'SELECT * FROM "{name}"')
-        cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
-    finally:
-        con.close()
-
-
 def _check_run(warehouse: Path, counts: dict[str, int], specs: list[dict[str, Any]]) -> dict[str, Any]:
     expected = _expected(specs)
-    files = _read(warehouse, "source_files")
+    files = catalog_rows(warehouse, "source_files")
     paths = [r["source_path"] for r in files]
     assert len(paths) == len(set(paths)), "a file appears twice in source_files"
     assert set(paths) == set(expected), "source_files must list exactly the discovered files"
@@ -477,12 +466,12 @@ def _check_run(warehouse: Path, counts: dict[str, int], specs: list[dict[str, An
     assert counts["files_seen"] == len(expected)
     assert counts["files_seen"] == counts["files_loaded"] + counts["files_rejected"] + counts["files_duplicate"]
     assert counts["files_seen"] == counts["files_new"] + counts["files_changed"] + counts["files_unchanged"]
-    last = max(_read(warehouse, "load_runs"), key=lambda r: r["run_id"])
+    last = max(catalog_rows(warehouse, "load_runs"), key=lambda r: r["run_id"])
     for key, value in counts.items():
         assert last[key] == value, key
-    rejects = {r["source_path"] for r in _read(warehouse, "rejects")}
+    rejects = {r["source_path"] for r in catalog_rows(warehouse, "rejects")}
     assert rejects == {p for p, (status, _, _) in expected.items() if status != "loaded"}
-    articles = [r["source_path"] for r in _read(warehouse, "articles")]
+    articles = [r["source_path"] for r in catalog_rows(warehouse, "articles")]
     assert sorted(articles) == sorted(p for p, (status, _, _) in expected.items() if status == "loaded")
     return expected
 

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from pipeline import schema
 from pipeline.read.normalize import article_id
 
-from .conftest import DOCUMENT_TABLES, cli_env, export_tables, open_catalog, run_cli
+from .conftest import DOCUMENT_TABLES, catalog_rows, cli_env, export_tables, run_cli
 
 EMPATHY = "000_0d86a7039b408f6d.txt"  # the smallest path; 2023-10 (shared with nothing else)
 ECB = "001_d058e49e30bb2af5.md"  # 2023-09, a month it shares with DW
@@ -83,13 +83,8 @@ def fresh_export(seeds: Path, tmp_path: Path, name: str = "fresh") -> Export:
 
 
 def load_runs(warehouse: Path) -> list[dict[str, Any]]:
-    con = open_catalog(warehouse)
-    try:
-        cur = con.execute("SELECT * FROM load_runs ORDER BY started_at")
-        cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
-    finally:
-        con.close()
+    """The catalog's load_runs rows, oldest first (tests/test_crash_safety.py imports this name)."""
+    return catalog_rows(warehouse, "load_runs", "ORDER BY started_at")
 
 
 def counters(run: dict[str, Any]) -> dict[str, int]:

@@ -24,8 +24,7 @@ from pipeline import schema
 from pipeline.read.extract import Loaded, extract
 from pipeline.read.normalize import Source, article_id
 from pipeline.read.problems import Problem
-from tests import conftest
-from tests.conftest import SEEDS, cli_env, open_catalog, run_cli
+from tests.conftest import SEEDS, catalog_rows, cli_env, run_cli, run_pipeline
 
 HOSTILE = Path(__file__).resolve().parent / "data" / "hostile"
 EXPECTED: dict[str, dict[str, Any]] = json.loads((HOSTILE / "EXPECTED.json").read_text(encoding="utf-8"))
@@ -34,11 +33,6 @@ TEMPLATE = SEEDS / "000_0d86a7039b408f6d.txt"
 TEMPLATE_URL = "https://www.psychologytoday.com/us/blog/the-digital-self/202310/artificial-empathy-a-human-construct-borrowed-by-ai"
 DEFAULT_PATTERNS = ("*.md", "*.markdown", "*.txt")
 RUN_TIMEOUT = 120
-
-
-def run_pipeline(seeds: Path, warehouse: Path, *extra: str, cwd: Path | None = None, env: dict[str, str] | None = None):
-    """`pipeline run` that may fail (the exit code is asserted by the caller)."""
-    return conftest.run_pipeline(seeds, warehouse, *extra, cwd=cwd, env=env, check=False, timeout=RUN_TIMEOUT)
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -62,14 +56,7 @@ def template(url: str) -> str:
     return text.replace(f'"{TEMPLATE_URL}"', f'"{url}"')
 
 
-def table(warehouse: Path, name: str, where: str = "") -> list[dict[str, Any]]:
-    con = open_catalog(warehouse)
-    try:
-        cur = con.execute(f'SELECT * FROM "{name}" {where}')
-        cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
-    finally:
-        con.close()
+table = catalog_rows  # the name tests/test_values.py imports from here
 
 
 def by_path(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -156,7 +143,7 @@ def hostile_run(tmp_path_factory: pytest.TempPathFactory) -> HostileRun:
     cwd.mkdir()
     warehouse = root / "warehouse"
     before = tree_state(root, warehouse)
-    proc = run_pipeline(seeds, warehouse, "--format", "json", cwd=cwd)
+    proc = run_pipeline(seeds, warehouse, "--format", "json", cwd=cwd, check=False, timeout=RUN_TIMEOUT)
     after = tree_state(root, warehouse)
     assert proc.returncode == 0, f"pipeline run exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return HostileRun(
@@ -169,10 +156,10 @@ def hostile_run(tmp_path_factory: pytest.TempPathFactory) -> HostileRun:
         stderr=proc.stderr,
         before=before,
         after=after,
-        source_files=by_path(table(warehouse, "source_files")),
-        rejects=by_path(table(warehouse, "rejects")),
-        articles=by_path(table(warehouse, "articles")),
-        load_runs=table(warehouse, "load_runs"),
+        source_files=by_path(catalog_rows(warehouse, "source_files")),
+        rejects=by_path(catalog_rows(warehouse, "rejects")),
+        articles=by_path(catalog_rows(warehouse, "articles")),
+        load_runs=catalog_rows(warehouse, "load_runs"),
     )
 
 
@@ -300,7 +287,7 @@ def test_loaded_values_are_exact(hostile_run: HostileRun) -> None:
         assert a[name]["quality"] == 59 and a[name]["heat"] == -1 and a[name]["is_published"] is False
     assert "\r" not in a["crlf.md"]["title"] and "\ufeff" not in a["bom.md"]["category"]
     # the child tables of a loaded hostile file are complete too
-    topics = table(
+    topics = catalog_rows(
         hostile_run.warehouse,
         "article_topics",
         f"WHERE article_id = '{a['title_sql.md']['article_id']}' ORDER BY position",
@@ -340,13 +327,13 @@ def test_validate_shipped_seeds_is_clean(seeds: Path) -> None:
 def test_huge_file_is_quarantined_not_truncated(seeds: Path, warehouse: Path) -> None:
     big = seeds / "huge.md"
     big.write_text(template("https://hostile.example/huge") + "x" * 50_000 + "\n", encoding="utf-8")
-    proc = run_pipeline(seeds, warehouse, "--max-file-bytes", "20000")
+    proc = run_pipeline(seeds, warehouse, "--max-file-bytes", "20000", check=False, timeout=RUN_TIMEOUT)
     assert proc.returncode == 0, proc.stderr
-    files = by_path(table(warehouse, "source_files"))
+    files = by_path(catalog_rows(warehouse, "source_files"))
     row = files["huge.md"]
     assert (row["status"], row["stage"], row["reason"]) == ("rejected", "read", "too_large")
     assert "20,000" in row["message"]
-    assert "huge.md" in by_path(table(warehouse, "rejects"))
+    assert "huge.md" in by_path(catalog_rows(warehouse, "rejects"))
     assert_shipped_loaded(files)
     code, entries = validate_json(seeds, "--max-file-bytes", "20000")
     assert code == 1 and entries["huge.md"]["reason"] == "too_large"
@@ -355,39 +342,39 @@ def test_huge_file_is_quarantined_not_truncated(seeds: Path, warehouse: Path) ->
 def test_crash_isolation(seeds: Path, warehouse: Path) -> None:
     victim = "2024/012_1dc455e33948ba69.md"
     env = cli_env(PIPELINE_FAULT_CRASH_ON="012_1dc455")
-    proc = run_pipeline(seeds, warehouse, "--workers", "2", env=env)
+    proc = run_pipeline(seeds, warehouse, "--workers", "2", env=env, check=False, timeout=RUN_TIMEOUT)
     assert proc.returncode == 0, proc.stderr
-    files = by_path(table(warehouse, "source_files"))
+    files = by_path(catalog_rows(warehouse, "source_files"))
     row = files[victim]
     assert (row["status"], row["stage"], row["reason"]) == ("rejected", "yaml", "parser_crash")
-    assert victim in by_path(table(warehouse, "rejects"))
+    assert victim in by_path(catalog_rows(warehouse, "rejects"))
     others = [r for r in shipped_seeds() if r != victim]
     assert all(files[r]["status"] == "loaded" for r in others)
-    (run,) = table(warehouse, "load_runs")
+    (run,) = catalog_rows(warehouse, "load_runs")
     assert run["files_loaded"] == len(others) and run["files_rejected"] == 1
     # The crash is not sticky: without the fault the file loads on the next run.
-    proc = run_pipeline(seeds, warehouse)
+    proc = run_pipeline(seeds, warehouse, check=False, timeout=RUN_TIMEOUT)
     assert proc.returncode == 0, proc.stderr
-    assert by_path(table(warehouse, "source_files"))[victim]["status"] == "loaded"
-    assert table(warehouse, "rejects") == []
+    assert by_path(catalog_rows(warehouse, "source_files"))[victim]["status"] == "loaded"
+    assert catalog_rows(warehouse, "rejects") == []
 
 
 def test_fixed_reject_loads_on_next_run(seeds: Path, warehouse: Path) -> None:
     path = seeds / "fixme.md"
     broken = template("https://hostile.example/fixme").replace("\nquality: 59\n", "\nquality: 1.5\n")
     path.write_text(broken, encoding="utf-8")
-    assert run_pipeline(seeds, warehouse).returncode == 0
-    assert by_path(table(warehouse, "rejects"))["fixme.md"]["reason"] == "bad_integer"
+    assert run_pipeline(seeds, warehouse, check=False, timeout=RUN_TIMEOUT).returncode == 0
+    assert by_path(catalog_rows(warehouse, "rejects"))["fixme.md"]["reason"] == "bad_integer"
     path.write_text(broken.replace("\nquality: 1.5\n", "\nquality: 61\n"), encoding="utf-8")
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # a change even on coarse clocks
-    proc = run_pipeline(seeds, warehouse)
+    proc = run_pipeline(seeds, warehouse, check=False, timeout=RUN_TIMEOUT)
     assert proc.returncode == 0, proc.stderr
-    assert table(warehouse, "rejects") == []
-    files = by_path(table(warehouse, "source_files"))
+    assert catalog_rows(warehouse, "rejects") == []
+    files = by_path(catalog_rows(warehouse, "source_files"))
     assert files["fixme.md"]["status"] == "loaded" and files["fixme.md"]["reason"] is None
-    assert by_path(table(warehouse, "articles"))["fixme.md"]["quality"] == 61
-    last = max(table(warehouse, "load_runs"), key=lambda r: r["run_id"])
+    assert by_path(catalog_rows(warehouse, "articles"))["fixme.md"]["quality"] == 61
+    last = max(catalog_rows(warehouse, "load_runs"), key=lambda r: r["run_id"])
     assert (last["files_changed"], last["files_rejected"], last["files_parsed"]) == (1, 0, 1)
     assert last["files_seen"] == last["files_loaded"] + last["files_rejected"] + last["files_duplicate"]
 
@@ -432,16 +419,16 @@ def test_fifo_does_not_hang_the_run(seeds: Path, warehouse: Path) -> None:
     incremental run, which must not open it either."""
     os.mkfifo(seeds / "x.md")
     for attempt in ("first run", "second run"):
-        proc = run_pipeline(seeds, warehouse, "--format", "json")
+        proc = run_pipeline(seeds, warehouse, "--format", "json", check=False, timeout=RUN_TIMEOUT)
         assert proc.returncode == 0, f"{attempt} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
         summary = json.loads(proc.stdout)
         assert (summary["files"]["rejected"], summary["files"]["loaded"]) == (1, len(shipped_seeds())), attempt
-        (reject,) = table(warehouse, "rejects")
+        (reject,) = catalog_rows(warehouse, "rejects")
         assert reject["source_path"] == "x.md", attempt
         assert (reject["stage"], reject["reason"]) == ("read", "not_regular_file"), f"{attempt}: {reject['message']}"
         assert reject["source_sha256"] is None and reject["line"] is None, attempt  # never read
         assert reject["message"] and reject["message"].strip(), attempt
-        files = by_path(table(warehouse, "source_files"))
+        files = by_path(catalog_rows(warehouse, "source_files"))
         assert files["x.md"]["status"] == "rejected", attempt
         assert_shipped_loaded(files)
 
@@ -451,11 +438,11 @@ def test_refused_entries_are_quarantined_by_the_run(kind: str, seeds: Path, ware
     outside = tmp_path / "outside"
     outside.mkdir()
     rel, reason = _make_refused(kind, seeds, outside)
-    proc = run_pipeline(seeds, warehouse)
+    proc = run_pipeline(seeds, warehouse, check=False, timeout=RUN_TIMEOUT)
     assert proc.returncode == 0, proc.stderr
-    files = by_path(table(warehouse, "source_files"))
+    files = by_path(catalog_rows(warehouse, "source_files"))
     assert (files[rel]["status"], files[rel]["stage"], files[rel]["reason"]) == ("rejected", "read", reason)
-    assert rel in by_path(table(warehouse, "rejects"))
+    assert rel in by_path(catalog_rows(warehouse, "rejects"))
     assert_shipped_loaded(files)
 
 
@@ -502,9 +489,9 @@ def test_exception_in_one_file_does_not_stop_the_run(case: str, seeds: Path, war
     text = template("https://hostile.example/crash")
     assert text.count(old) == 1
     (seeds / "crash.md").write_text(text.replace(old, new), encoding="utf-8")
-    proc = run_pipeline(seeds, warehouse)
+    proc = run_pipeline(seeds, warehouse, check=False, timeout=RUN_TIMEOUT)
     assert proc.returncode == 0, proc.stderr
-    files = by_path(table(warehouse, "source_files"))
+    files = by_path(catalog_rows(warehouse, "source_files"))
     assert (files["crash.md"]["stage"], files["crash.md"]["reason"], files["crash.md"]["field"]) == (
         "contract",
         reason,
