@@ -45,8 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     sources = [Source(f"doc-{i}.md", ex.sha256(d)) for i, d in enumerate(datas)]
     answered = sum(fast_yaml.load_fast(fm) is not None for fm in fms)
 
-    def extract_all(i: int) -> object:
-        return ex.extract(datas[i], sources[i], "bench")
+    def extract_strict(i: int) -> object:
+        return ex.extract(datas[i], sources[i], "bench", fast=False)
+
+    def extract_fast(i: int) -> object:
+        return ex.extract(datas[i], sources[i], "bench", fast=fast_yaml.available())
 
     rows: list[tuple[str, float]] = [
         ("YAML: strict loader (libyaml)", _median_us(load_strict, fms, args.repeat)),
@@ -58,11 +61,9 @@ def main(argv: list[str] | None = None) -> int:
             _median_us(lambda i: normalize(checked[i], "", sources[i], "bench"), range(args.n), args.repeat),
         ),
     ]
-    ex._fast_yaml = False
-    rows.append(("extract(), strict YAML", _median_us(extract_all, list(range(args.n)), args.repeat)))
-    ex.enable_fast_yaml()
+    rows.append(("extract(), strict YAML", _median_us(extract_strict, list(range(args.n)), args.repeat)))
     rows.append(
-        ("extract(), fast path (as in parser processes)", _median_us(extract_all, list(range(args.n)), args.repeat))
+        ("extract(), fast path (as in parser processes)", _median_us(extract_fast, list(range(args.n)), args.repeat))
     )
     print(
         f"{args.n} generated documents, one core, median of {args.repeat} passes; "

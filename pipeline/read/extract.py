@@ -33,17 +33,29 @@ _PLAIN_BYTES = bytes(b for b in range(256) if not (b < 0x20 and b not in (9, 10,
 # Line and paragraph separators: also line breaks to YAML 1.1; harmless in a Markdown body.
 _YAML_BREAKS = re.compile(r"[\u2028\u2029]")
 _LEADING_BLANK_LINES = re.compile(r"\A(?:[ \t]*\r?\n)+")
-_fast_yaml = False
 
 
-def enable_fast_yaml() -> None:
-    """Let ``fast_yaml`` answer the documents it is sure about, in this process.
+class YamlChoice:
+    """Whether ``split_frontmatter`` tries the fast YAML path first in this process: this module's one
+    piece of state, owned by the process (``PROCESS_YAML``) and set only through ``enable_fast_yaml``.
 
-    Only crash-isolated parser processes call this (rapidyaml is C++ and prints to stderr);
-    everywhere else every document takes the strict loader. Results are the same either way.
+    Off unless enabled: only crash-isolated parser processes turn it on (rapidyaml is C++ and prints to
+    stderr); everywhere else every document takes the strict loader. Results are the same either way.
+    A caller that wants one loader whatever the process chose passes ``fast=`` to ``extract``.
     """
-    global _fast_yaml
-    _fast_yaml = fast_yaml.available()
+
+    __slots__ = ("fast",)
+
+    def __init__(self) -> None:
+        self.fast = False
+
+
+PROCESS_YAML = YamlChoice()
+
+
+def enable_fast_yaml(enabled: bool = True) -> None:
+    """Let ``fast_yaml`` answer the documents it is sure about, in this process (see ``YamlChoice``)."""
+    PROCESS_YAML.fast = enabled and fast_yaml.available()
 
 
 @dataclass(frozen=True)
@@ -207,8 +219,12 @@ def _no_frontmatter(text: str, start: int) -> Problem:
     )
 
 
-def split_frontmatter(text: str) -> tuple[object, str]:
-    """Find the frontmatter block and load it strictly; return (metadata, body)."""
+def split_frontmatter(text: str, fast: bool | None = None) -> tuple[object, str]:
+    """Find the frontmatter block and load it strictly; return (metadata, body).
+
+    ``fast``: try the fast YAML path first (the strict loader takes what it declines); None: as this
+    process chose (``enable_fast_yaml``).
+    """
     stripped = text.lstrip()
     offset_lines = text.count("\n", 0, len(text) - len(stripped))
     probe = StrictYAMLHandler()
@@ -239,7 +255,9 @@ def split_frontmatter(text: str) -> tuple[object, str]:
                 col,
             )
         )
-    meta = fast_yaml.load_fast(fm) if _fast_yaml else None
+    if fast is None:
+        fast = PROCESS_YAML.fast
+    meta = fast_yaml.load_fast(fm) if fast else None
     if meta is None:
         meta = StrictYAMLHandler(first_line).load(fm)
     if not isinstance(meta, dict):
@@ -255,10 +273,10 @@ def split_frontmatter(text: str) -> tuple[object, str]:
     return meta, _LEADING_BLANK_LINES.sub("", body).rstrip()
 
 
-def extract(data: bytes, source: Source, run_id: str) -> Loaded | Problem:
-    """Bytes of one file -> rows, or the first reason it cannot be loaded."""
+def extract(data: bytes, source: Source, run_id: str, fast: bool | None = None) -> Loaded | Problem:
+    """Bytes of one file -> rows, or the first reason it cannot be loaded (``fast``: as for ``split_frontmatter``)."""
     try:
-        meta, body = split_frontmatter(decode(data))
+        meta, body = split_frontmatter(decode(data), fast)
     except ProblemError as exc:
         return exc.problem
     checked = check_document(meta)
