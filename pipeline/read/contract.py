@@ -479,14 +479,34 @@ class _Source:
         self.lines += [*lines, "    out['__extra__'] = extra", "    return out", ""]
 
 
-_COMPILED: dict[int, tuple[tuple[Field, ...], Any]] = {}  # by id: hashing the tree costs more than checking
+class _CheckerCache:
+    """Compiled checkers by field tree, found by the tree's identity: hashing a tree costs more than
+    checking a document, and a tuple cannot be weakly referenced. Each entry holds its tree, so a
+    cached tree stays alive and no other object can take its id while the entry exists (entries are
+    few and never dropped: ``DOCUMENT`` and the trees tests build)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[tuple[Field, ...], Any]] = {}
+
+    def get(self, document: tuple[Field, ...]) -> Any:
+        entry = self._entries.get(id(document))
+        return entry[1] if entry is not None and entry[0] is document else None
+
+    def put(self, document: tuple[Field, ...], check: Any) -> None:
+        self._entries[id(document)] = (document, check)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+_COMPILED = _CheckerCache()
 
 
 def compile_checker(document: tuple[Field, ...]) -> Any:
-    """``(checker, meta) -> values | None``, generated from the field tree (cached per tree)."""
-    done = _COMPILED.get(id(document))
-    if done is not None and done[0] is document:
-        return done[1]
+    """``(checker, meta) -> values | None``, generated from the field tree (cached per tree, ``_COMPILED``)."""
+    done = _COMPILED.get(document)
+    if done is not None:
+        return done
     source = _Source()
     source.mapping(document)
     namespace: dict[str, Any] = {
@@ -502,5 +522,5 @@ def compile_checker(document: tuple[Field, ...]) -> Any:
     def check(ck: _Checker, meta: Any) -> Any:
         return top(ck, meta, "")
 
-    _COMPILED[id(document)] = (document, check)
+    _COMPILED.put(document, check)
     return check
