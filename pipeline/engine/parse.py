@@ -20,6 +20,7 @@ import secrets
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -400,7 +401,14 @@ def isolated_batch(spec: BatchSpec) -> BatchResult:
     """
     if multiprocessing.current_process().daemon:
         return process_batch(spec)
+    return _thread_pool().run_one(spec)
+
+
+def _thread_pool() -> IsolatingPool:
+    """This thread's one-child pool: made for its first batch, closed (its child ended) when the thread
+    ends (a finalizer on the thread object) or, for a thread still alive then, at interpreter exit."""
     pool: IsolatingPool | None = getattr(_local, "pool", None)
     if pool is None:
         pool = _local.pool = IsolatingPool(1)
-    return pool.run_one(spec)
+        weakref.finalize(threading.current_thread(), pool.close)
+    return pool

@@ -2,14 +2,15 @@
 
 Every function here takes and returns Arrow tables, never live handles, so the
 results can be frozen into stage outputs. Joins against a million-row manifest run
-in DuckDB (one short-lived in-memory connection per call); Python work grows with
-the change, not the corpus.
+in DuckDB (``CONNECTIONS``: one in-memory connection per thread, its tables registered for one
+query at a time); Python work grows with the change, not the corpus.
 """
 
 from __future__ import annotations
 
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -74,17 +75,42 @@ def conform(data: pa.Table, table: schema.Table) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=target.remove_metadata()).cast(target)
 
 
-_local = threading.local()
 LEDGER_MEMORY_MB = 256
 
 
+class _Connections:
+    """The ledger's in-memory DuckDB connections, one per thread (a new connection costs ~10 ms, and a
+    connection is not shared between threads), opened on a thread's first ledger query.
+
+    Each is closed when its thread ends (a finalizer on the thread object) or, for a thread still
+    alive then (the main thread), when the interpreter exits; ``close`` ends this thread's now.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def get(self) -> duckdb.DuckDBPyConnection:
+        con: duckdb.DuckDBPyConnection | None = getattr(self._local, "con", None)
+        if con is None:
+            con = duckdb.connect(":memory:")
+            con.execute(f"SET temp_directory = {literal(tempfile.gettempdir())}")
+            self._local.con = con
+            self._local.closer = weakref.finalize(threading.current_thread(), con.close)
+        return con
+
+    def close(self) -> None:
+        """Close this thread's connection, if it has one (the next query opens a new one)."""
+        closer: weakref.finalize | None = getattr(self._local, "closer", None)
+        self._local.con = self._local.closer = None
+        if closer is not None:
+            closer()
+
+
+CONNECTIONS = _Connections()
+
+
 def _con() -> duckdb.DuckDBPyConnection:
-    """One in-memory DuckDB per thread for these small joins (a new connection costs ~10 ms)."""
-    con: duckdb.DuckDBPyConnection | None = getattr(_local, "con", None)
-    if con is None:
-        con = _local.con = duckdb.connect(":memory:")
-        con.execute(f"SET temp_directory = {literal(tempfile.gettempdir())}")
-    return con
+    return CONNECTIONS.get()
 
 
 def _budget(tables: dict[str, pa.Table]) -> str:
