@@ -11,35 +11,36 @@ timeout. The flow's parameters are the run's settings (``config.to_parameters``)
 
 from __future__ import annotations
 
-# Absolute imports: Prefect deployments load this file by path as a top-level module `flow`.
+# First, before Prefect is imported: this project's Prefect defaults (see before_prefect.py). Absolute
+# imports: Prefect deployments load this file by path as a top-level module `flow`.
+from pipeline.orchestration import before_prefect  # noqa: F401  (imported for its effect)
+
+# isort: split
+import contextlib
+import os
+import time
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
+from prefect.futures import as_completed
+from prefect.runtime import flow_run
+from prefect.utilities.annotations import quote
+from pydantic import SecretStr
+
+from pipeline.config import Settings, from_parameters
+from pipeline.engine import stages
+from pipeline.engine.fanout import Progress, Written, bounded_as_completed
+from pipeline.engine.parse import BatchResult, BatchSpec, isolated_batch
+from pipeline.engine.stages import STAGES, Services, Stage, State
 from pipeline.orchestration import prefect_env
-
-prefect_env.apply_defaults()
-
-import contextlib  # noqa: E402
-import os  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Iterable, Iterator  # noqa: E402
-from contextvars import ContextVar  # noqa: E402
-from typing import Any  # noqa: E402
-
-from prefect import flow, get_run_logger, task  # noqa: E402
-from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
-from prefect.context import TaskRunContext  # noqa: E402
-from prefect.futures import as_completed  # noqa: E402
-from prefect.runtime import flow_run  # noqa: E402
-from prefect.utilities.annotations import quote  # noqa: E402
-from pydantic import SecretStr  # noqa: E402
-
-from pipeline.config import Settings, from_parameters  # noqa: E402
-from pipeline.engine import stages  # noqa: E402
-from pipeline.engine.fanout import Progress, Written, bounded_as_completed  # noqa: E402
-from pipeline.engine.parse import BatchResult, BatchSpec, isolated_batch  # noqa: E402
-from pipeline.engine.stages import STAGES, Services, Stage, State  # noqa: E402
-from pipeline.progress import PLAIN_EVERY, Reporter  # noqa: E402
-from pipeline.report import rejects_markdown, run_summary, summary_markdown  # noqa: E402
-from pipeline.warehouse.merge import MergeSpec, merge_group  # noqa: E402
+from pipeline.progress import PLAIN_EVERY, Reporter
+from pipeline.report import rejects_markdown, run_summary, summary_markdown
+from pipeline.warehouse.merge import MergeSpec, merge_group
 
 STAGE_TIMEOUT = 6 * 3600
 
