@@ -152,9 +152,9 @@ def _paths(paths: Iterable[str]) -> pa.Table:
     return pa.table({"source_path": pa.array(list(paths), pa.string())})
 
 
-def _under(prefixes: Iterable[str]) -> str:
-    """SQL: ``p.source_path`` lies under one of the (unlisted) folder prefixes."""
-    tests = [f"starts_with(p.source_path, {literal(x)})" for x in prefixes]
+def _under(prefixes: Iterable[str], path: str = "p.source_path") -> str:
+    """SQL: the path column ``path`` lies under one of the (unlisted) folder prefixes."""
+    tests = [f"starts_with({path}, {literal(x)})" for x in prefixes]
     return "(" + " OR ".join(tests) + ")" if tests else "false"
 
 
@@ -352,7 +352,7 @@ COUNT_KEYS = (
 
 def counts(m: pa.Table, prev: pa.Table, parsed: pa.Table, unlisted: list[str]) -> dict[str, int]:
     """Accounting of the new manifest; rows kept under unlisted folders are neither new, changed nor unchanged."""
-    under = _under(unlisted).replace("p.source_path", "m.source_path")
+    under = _under(unlisted, path="m.source_path")
     r = _rows(
         f"""SELECT count(*) FILTER (WHERE m.status = 'loaded'),
                   count(*) FILTER (WHERE m.status = 'rejected'),
