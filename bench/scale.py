@@ -332,19 +332,41 @@ def _stage(a: dict[str, Any], stage: str) -> str:
 
 
 def render(results: dict[str, Any]) -> str:
-    m, n, c = results["machine"], results["n"], results["corpus"]
+    """The Markdown report: one function per section, in the report's order."""
     agg: dict[str, Any] = results["aggregate"]
     labels = {cfg.key: cfg.label for cfg in CONFIGS}
     measured = [cfg for cfg in CONFIGS if cfg.key in agg]
-    la0, la1 = m["load_average_start"], results["load_average_end"]
-    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
     lines = [
+        *_intro(results),
+        *_machine_section(results),
+        *_corpus_section(results),
+        *_configurations_section(measured),
+    ]
+    for phase in PHASES:
+        lines += _phase_section(phase, agg, measured, labels)
+    lines += _prefect_overhead(agg, measured, labels)
+    lines += _ratios_section(agg, measured, labels)
+    lines += _limits_section(results, agg, measured)
+    lines += _chart_and_notes(results)
+    return "\n".join(lines)
+
+
+def _intro(results: dict[str, Any]) -> list[str]:
+    return [
         "# Running at scale: object storage and Dask",
         "",
-        f"`{results['command']}` on {results['date']}, {n} documents, {results['repeat']} repeat(s) per "
+        f"`{results['command']}` on {results['date']}, {results['n']} documents, {results['repeat']} repeat(s) per "
         "configuration, each in a fresh warehouse: full load, then a no-op rerun. Figures are medians "
         "(min-max when they differ).",
         "",
+    ]
+
+
+def _machine_section(results: dict[str, Any]) -> list[str]:
+    m = results["machine"]
+    la0, la1 = m["load_average_start"], results["load_average_end"]
+    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+    return [
         "## Machine",
         "",
         *_table(
@@ -364,6 +386,13 @@ def render(results: dict[str, Any]) -> str:
         "and moto's CPU on the same machine, not a network's latency: treat the S3 figures as the cost of "
         "the protocol, not of a real bucket.",
         "",
+    ]
+
+
+def _corpus_section(results: dict[str, Any]) -> list[str]:
+    """The corpus, its upload to S3 (when S3 was measured) and the Prefect server's start-up (when used)."""
+    n, c = results["n"], results["corpus"]
+    lines = [
         "## Corpus and upload",
         "",
         f"`bench/generate.py`, seed {c['seed']}: {n} documents, {c['bytes'] / 1e6:.1f} MB in `{c['path']}`"
@@ -388,7 +417,11 @@ def render(results: dict[str, Any]) -> str:
     if results.get("prefect_server"):
         ps = results["prefect_server"]
         lines += ["", f"Prefect server (`prefect server start`, SQLite) ready in {ps['startup_s']:.1f} s."]
-    lines += [
+    return lines
+
+
+def _configurations_section(measured: list[Config]) -> list[str]:
+    return [
         "",
         "## Configurations",
         "",
@@ -405,156 +438,193 @@ def render(results: dict[str, Any]) -> str:
             ],
         ),
     ]
-    for phase in PHASES:
-        lines += [
-            "",
-            f"## {PHASE_TITLES[phase]}",
-            "",
-            "*pipeline* = the run summary's `pipeline_seconds` (the `load_runs` row's work); *wall* = the whole "
-            "CLI process (imports, cluster start-up, Prefect). docs/s = N / seconds. Peak tree = largest sum of "
-            "RSS over the run's process tree at one poll (Dask workers included; servers excluded).",
-            "",
-            *_table(
+
+
+def _phase_section(phase: str, agg: dict[str, Any], measured: list[Config], labels: dict[str, str]) -> list[str]:
+    """One phase (full load or no-op rerun): the per-configuration figures, then the stage seconds."""
+    return [
+        "",
+        f"## {PHASE_TITLES[phase]}",
+        "",
+        "*pipeline* = the run summary's `pipeline_seconds` (the `load_runs` row's work); *wall* = the whole "
+        "CLI process (imports, cluster start-up, Prefect). docs/s = N / seconds. Peak tree = largest sum of "
+        "RSS over the run's process tree at one poll (Dask workers included; servers excluded).",
+        "",
+        *_phase_table(phase, agg, measured, labels),
+        *_stage_table(phase, agg, measured, labels),
+    ]
+
+
+def _phase_table(phase: str, agg: dict[str, Any], measured: list[Config], labels: dict[str, str]) -> list[str]:
+    return _table(
+        [
+            "configuration",
+            "pipeline (s)",
+            "wall (s)",
+            "docs/s (pipeline)",
+            "docs/s (wall)",
+            "files parsed",
+            "peak tree (MiB)",
+            "largest process (MiB)",
+            "S3 requests",
+        ],
+        [
+            [
+                labels[cfg.key],
+                fmt(a["pipeline_s"]),
+                fmt(a["wall_s"]),
+                fmt(a["docs_per_s"], 0),
+                fmt(a["docs_per_s_wall"], 0),
+                fmt(a["parsed"], 0),
+                fmt(a["tree_peak_mb"], 0),
+                fmt(a["largest_mb"], 0),
+                ", ".join(f"{k} {v:g}" for k, v in a["s3_requests"].items()) or "-",
+            ]
+            for cfg in measured
+            if (a := agg[cfg.key].get(phase))
+        ],
+    )
+
+
+def _stage_table(phase: str, agg: dict[str, Any], measured: list[Config], labels: dict[str, str]) -> list[str]:
+    """Stage seconds per configuration; the columns are every stage any configuration ran, first seen first."""
+    stages: list[str] = []
+    for cfg in measured:
+        for s in agg[cfg.key].get(phase, {}).get("stages", {}):
+            if s not in stages:
+                stages.append(s)
+    return [
+        "",
+        f"Stage seconds ({PHASE_TITLES[phase].lower()}, the summary's `seconds`):",
+        "",
+        *_table(
+            ["configuration", *stages],
+            [
                 [
-                    "configuration",
-                    "pipeline (s)",
-                    "wall (s)",
-                    "docs/s (pipeline)",
-                    "docs/s (wall)",
-                    "files parsed",
-                    "peak tree (MiB)",
-                    "largest process (MiB)",
-                    "S3 requests",
-                ],
-                [
-                    [
-                        labels[cfg.key],
-                        fmt(a["pipeline_s"]),
-                        fmt(a["wall_s"]),
-                        fmt(a["docs_per_s"], 0),
-                        fmt(a["docs_per_s_wall"], 0),
-                        fmt(a["parsed"], 0),
-                        fmt(a["tree_peak_mb"], 0),
-                        fmt(a["largest_mb"], 0),
-                        ", ".join(f"{k} {v:g}" for k, v in a["s3_requests"].items()) or "-",
-                    ]
-                    for cfg in measured
-                    if (a := agg[cfg.key].get(phase))
-                ],
-            ),
-        ]
-        stages: list[str] = []
-        for cfg in measured:
-            for s in agg[cfg.key].get(phase, {}).get("stages", {}):
-                if s not in stages:
-                    stages.append(s)
-        lines += [
-            "",
-            f"Stage seconds ({PHASE_TITLES[phase].lower()}, the summary's `seconds`):",
-            "",
-            *_table(
-                ["configuration", *stages],
-                [
-                    [
-                        labels[cfg.key],
-                        *(_stage(agg[cfg.key][phase], s) for s in stages),
-                    ]
-                    for cfg in measured
-                    if phase in agg[cfg.key]
-                ],
-            ),
-        ]
+                    labels[cfg.key],
+                    *(_stage(agg[cfg.key][phase], s) for s in stages),
+                ]
+                for cfg in measured
+                if phase in agg[cfg.key]
+            ],
+        ),
+    ]
+
+
+def _prefect_overhead(agg: dict[str, Any], measured: list[Config], labels: dict[str, str]) -> list[str]:
     prefect = [cfg for cfg in measured if cfg.orchestrator == "prefect"]
-    if prefect:
-        lines += ["", "Prefect overhead (the summary's `prefect_seconds`: process time outside pipeline work):", ""]
-        lines += _table(
+    if not prefect:
+        return []
+    return [
+        "",
+        "Prefect overhead (the summary's `prefect_seconds`: process time outside pipeline work):",
+        "",
+        *_table(
             ["configuration", *[PHASE_TITLES[p] + " (s)" for p in PHASES]],
             [
                 [labels[cfg.key], *(fmt(agg[cfg.key][p]["prefect_s"]) for p in PHASES if p in agg[cfg.key])]
                 for cfg in prefect
             ],
-        )
-    lines += ["", "## Ratios against local disk", ""]
-    if BASELINE in agg:
-        base = agg[BASELINE]
-        lines += [
-            f"Median seconds of each configuration ÷ median seconds of `{BASELINE}` (above 1: slower than local disk).",
-            "",
-            *_table(
-                ["configuration", *[f"{PHASE_TITLES[p]} {w}" for p in PHASES for w in ("pipeline", "wall")]],
+        ),
+    ]
+
+
+def _ratios_section(agg: dict[str, Any], measured: list[Config], labels: dict[str, str]) -> list[str]:
+    lines = ["", "## Ratios against local disk", ""]
+    if BASELINE not in agg:
+        return [*lines, f"`{BASELINE}` was not measured (--only), so there is no baseline."]
+    base = agg[BASELINE]
+    return [
+        *lines,
+        f"Median seconds of each configuration ÷ median seconds of `{BASELINE}` (above 1: slower than local disk).",
+        "",
+        *_table(
+            ["configuration", *[f"{PHASE_TITLES[p]} {w}" for p in PHASES for w in ("pipeline", "wall")]],
+            [
                 [
-                    [
-                        labels[cfg.key],
-                        *(
-                            f"{agg[cfg.key][p][w]['median'] / base[p][w]['median']:.2f}"
-                            for p in PHASES
-                            for w in ("pipeline_s", "wall_s")
-                        ),
-                    ]
-                    for cfg in measured
-                ],
-            ),
-        ]
-    else:
-        lines.append(f"`{BASELINE}` was not measured (--only), so there is no baseline.")
+                    labels[cfg.key],
+                    *(
+                        f"{agg[cfg.key][p][w]['median'] / base[p][w]['median']:.2f}"
+                        for p in PHASES
+                        for w in ("pipeline_s", "wall_s")
+                    ),
+                ]
+                for cfg in measured
+            ],
+        ),
+    ]
+
+
+def _limits_section(results: dict[str, Any], agg: dict[str, Any], measured: list[Config]) -> list[str]:
+    """The scaling limits measured on the S3 warehouse (listing, commit, manifest, merge), when there is one."""
     lim = results.get("limits")
-    if lim:
-        lst, com, man = lim["listing"], lim["commit"], lim["manifest"]
-        build = {
-            cfg.key: agg[cfg.key]["full"]["stages"].get("build")
-            for cfg in measured
-            if "full" in agg[cfg.key] and "build" in agg[cfg.key]["full"]["stages"]
-        }
-        loc = lim.get("local_commit", {})
-        lines += [
-            "",
-            "## Scaling limits",
-            "",
-            f"Measured on `{lim['warehouse']}` after its no-op rerun, and on the seeds prefix.",
-            "",
-            *_table(
-                ["limit", "size", "time (s)", "notes"],
+    if not lim:
+        return []
+    build = {
+        cfg.key: agg[cfg.key]["full"]["stages"].get("build")
+        for cfg in measured
+        if "full" in agg[cfg.key] and "build" in agg[cfg.key]["full"]["stages"]
+    }
+    return [
+        "",
+        "## Scaling limits",
+        "",
+        f"Measured on `{lim['warehouse']}` after its no-op rerun, and on the seeds prefix.",
+        "",
+        *_table(
+            ["limit", "size", "time (s)", "notes"],
+            [
+                _listing_row(lim["listing"]),
+                _commit_row(lim["commit"], lim.get("local_commit", {})),
+                _manifest_row(lim["manifest"], lim.get("local_commit", {})),
                 [
-                    [
-                        "listing the seeds",
-                        f"{lst['keys']} keys, {lst['pages']} pages",
-                        fmt(lst["seconds"], 3),
-                        f"full `list_objects_v2` pagination of `{lst['prefix']}` ({LIST_PAGE} keys a page, "
-                        f"sequential): {lst['keys'] / lst['seconds']['median']:.0f} keys/s",
-                    ],
-                    [
-                        "the commit",
-                        f"{com['bytes']:,} bytes",
-                        fmt(com["read_seconds"], 4),
-                        f"newest `commits/*.json` (version {com['version']}): {com['tables']} tables, "
-                        f"{com['data_files']} data files; read back and parsed"
-                        + (f"; local disk's commit: {loc['bytes']:,} bytes" if loc else ""),
-                    ],
-                    [
-                        "the manifest",
-                        f"{man['rows']:,} rows, {man['bytes']:,} bytes",
-                        " + ".join(fmt(f["read_s"], 3) for f in man["files"]) or "-",
-                        f"`source_files` of the newest snapshot: {len(man['files'])} Parquet file(s), "
-                        f"{man['bytes'] / max(man['rows'], 1):.0f} bytes/row; read whole with pyarrow over s3fs"
-                        + (
-                            f"; local disk: {loc['manifest_rows']:,} rows, {loc['manifest_bytes']:,} bytes"
-                            if loc
-                            else ""
-                        ),
-                    ],
-                    [
-                        "the merge",
-                        f"{n} documents",
-                        ", ".join(f"{k} {v['median']:.2f}" for k, v in build.items()) or "-",
-                        "`build` stage of the full load (median per configuration)",
-                    ],
+                    "the merge",
+                    f"{results['n']} documents",
+                    ", ".join(f"{k} {v['median']:.2f}" for k, v in build.items()) or "-",
+                    "`build` stage of the full load (median per configuration)",
                 ],
-            ),
-        ]
-    lines += ["", "![docs/s of pipeline work per configuration](scale.svg)", ""]
+            ],
+        ),
+    ]
+
+
+def _listing_row(lst: dict[str, Any]) -> list[str]:
+    return [
+        "listing the seeds",
+        f"{lst['keys']} keys, {lst['pages']} pages",
+        fmt(lst["seconds"], 3),
+        f"full `list_objects_v2` pagination of `{lst['prefix']}` ({LIST_PAGE} keys a page, "
+        f"sequential): {lst['keys'] / lst['seconds']['median']:.0f} keys/s",
+    ]
+
+
+def _commit_row(com: dict[str, Any], loc: dict[str, Any]) -> list[str]:
+    return [
+        "the commit",
+        f"{com['bytes']:,} bytes",
+        fmt(com["read_seconds"], 4),
+        f"newest `commits/*.json` (version {com['version']}): {com['tables']} tables, "
+        f"{com['data_files']} data files; read back and parsed"
+        + (f"; local disk's commit: {loc['bytes']:,} bytes" if loc else ""),
+    ]
+
+
+def _manifest_row(man: dict[str, Any], loc: dict[str, Any]) -> list[str]:
+    return [
+        "the manifest",
+        f"{man['rows']:,} rows, {man['bytes']:,} bytes",
+        " + ".join(fmt(f["read_s"], 3) for f in man["files"]) or "-",
+        f"`source_files` of the newest snapshot: {len(man['files'])} Parquet file(s), "
+        f"{man['bytes'] / max(man['rows'], 1):.0f} bytes/row; read whole with pyarrow over s3fs"
+        + (f"; local disk: {loc['manifest_rows']:,} rows, {loc['manifest_bytes']:,} bytes" if loc else ""),
+    ]
+
+
+def _chart_and_notes(results: dict[str, Any]) -> list[str]:
+    lines = ["", "![docs/s of pipeline work per configuration](scale.svg)", ""]
     for note in results["notes"]:
         lines += [f"Note: {note}", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def svg_chart(results: dict[str, Any]) -> str:
