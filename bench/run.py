@@ -25,7 +25,7 @@ It prints a Markdown report and writes it to OUT/report.md (raw numbers in OUT/r
 The work is split by job: bench/corpus.py (the corpus and the 1% rewrite), bench/measure.py (process
 trees' time and memory, pipeline loads, Prefect, baselines), bench/queries.py (BI queries, row groups),
 bench/machine.py (machine facts), bench/report.py (the report, one function per section),
-harness/envs.py (the baselines' venv) and bench/common.py (REPO, log). This module parses the
+harness/envs.py (the baselines' venv) and bench/common.py (REPO, log, the shared options). This module parses the
 arguments and wires them together.
 """
 
@@ -41,7 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .common import REPO, log
+from .common import add_common_options, log
 from .corpus import change_sample, ensure_corpus
 from .machine import machine
 from .measure import bench_baseline, bench_pipeline, bench_prefect
@@ -51,11 +51,14 @@ from .report import render, to_jsonable
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--n", type=int, default=100_000, help="documents in the corpus (default 100000)")
-    p.add_argument("--repeat", type=int, default=3, help="runs per measurement; medians are reported (default 3)")
-    p.add_argument("--seed", type=int, default=7, help="corpus seed (default 7)")
-    p.add_argument("--out", type=Path, default=REPO / "bench" / "out", help="output folder (default bench/out)")
-    p.add_argument("--workers", type=int, help="pipeline parser processes (default: the pipeline's, CPU count)")
+    add_common_options(
+        p,
+        n=100_000,
+        n_what="documents in the corpus",
+        repeat=3,
+        repeat_help="runs per measurement; medians are reported (default 3)",
+        workers_default="the pipeline's, CPU count",
+    )
     p.add_argument("--skip-pandas", action="store_true", help="skip the pandas baseline")
     p.add_argument("--skip-dlt", action="store_true", help="skip the dlt baseline")
     p.add_argument("--skip-prefect", action="store_true", help="skip the Prefect start-up measurement")

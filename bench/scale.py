@@ -59,7 +59,7 @@ from xml.sax.saxutils import escape
 from harness.prefect_server import PrefectServer
 from harness.s3_server import MotoServer, put
 
-from .common import REPO, log
+from .common import add_common_options, log
 from .corpus import ensure_corpus
 from .machine import _version, machine
 from .measure import _check, _last_json, clean_env, run_measured
@@ -662,10 +662,13 @@ def svg_chart(results: dict[str, Any]) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--n", type=int, default=20_000, help="documents in the corpus (default 20000)")
-    p.add_argument("--repeat", type=int, default=3, help="runs per configuration; medians are reported (default 3)")
-    p.add_argument("--seed", type=int, default=7, help="corpus seed (default 7)")
-    p.add_argument("--out", type=Path, default=REPO / "bench" / "out", help="output folder (default bench/out)")
+    add_common_options(
+        p,
+        n=20_000,
+        n_what="documents in the corpus",
+        repeat=3,
+        repeat_help="runs per configuration; medians are reported (default 3)",
+    )
     p.add_argument(
         "--only",
         action="append",

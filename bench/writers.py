@@ -40,7 +40,7 @@ from pipeline.read import fast_yaml
 from pipeline.read.problems import ProblemError
 from pipeline.read.strict_yaml import load_strict
 
-from .common import REPO, log
+from .common import REPO, add_common_options, log
 from .machine import machine
 from .measure import (
     BASELINES,
@@ -61,11 +61,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench.writers", description=__doc__.splitlines()[0] if __doc__ else None
     )
-    p.add_argument("--n", type=int, default=10_000, help="articles per writer (default 10000)")
-    p.add_argument("--seed", type=int, default=7, help="article seed (default 7)")
-    p.add_argument("--repeat", type=int, default=1, help="full loads and baseline runs per writer (medians)")
-    p.add_argument("--out", type=Path, default=REPO / "bench" / "out", help="output folder (default bench/out)")
-    p.add_argument("--workers", type=int, help="pipeline parser processes (default: the pipeline's)")
+    add_common_options(
+        p,
+        n=10_000,
+        n_what="articles per writer",
+        repeat=1,
+        repeat_help="full loads and baseline runs per writer (medians)",
+        seed_what="article",
+        workers_default="the pipeline's",
+    )
     p.add_argument("--flow", action="store_true", help="the writers' flow style instead of their block style")
     p.add_argument("--skip-dlt", action="store_true", help="skip the dlt baseline")
     p.add_argument("--before", help="also measure the answer rate of fast_yaml.py at this git revision")
