@@ -114,8 +114,9 @@ def test_duckdb_out_of_memory_names_the_setting(seeds: Path, tmp_path: Path) -> 
     assert not (wh / "current").exists()  # nothing published
 
 
-def test_query_refuses_writes(load, warehouse: Path) -> None:
-    load()
+def test_query_refuses_writes(sample: Path) -> None:
+    """On the session's shared sample warehouse: `query` only reads (the catalog is opened read-only)."""
+    warehouse = sample
     for sql in (
         "drop view articles",
         "create table x as select 1",
@@ -128,10 +129,10 @@ def test_query_refuses_writes(load, warehouse: Path) -> None:
         assert "read-only" in proc.stderr and proc.stderr.count("\n") == 1
 
 
-def test_query_formats(load, warehouse: Path, tmp_path: Path) -> None:
+def test_query_formats(sample: Path, tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
-    load()
+    warehouse = sample  # read only; the Parquet output goes to tmp_path
     out = tmp_path / "topics.parquet"
     run_cli(
         "query",
@@ -149,8 +150,8 @@ def test_query_formats(load, warehouse: Path, tmp_path: Path) -> None:
     assert listed["articles"] == 15 and listed["rejects"] == 0
 
 
-def test_status_reports_health(load, warehouse: Path) -> None:
-    load()
+def test_status_reports_health(sample: Path) -> None:
+    warehouse = sample  # `status` only reads
     proc = run_cli("status", "--warehouse", str(warehouse), "--format", "json")
     info = json.loads(proc.stdout)
     assert info["healthy"] is True and info["rows"]["articles"] == 15
