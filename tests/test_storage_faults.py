@@ -101,21 +101,52 @@ def oracle(folder: Path, tmp_path: Path) -> dict[str, list[tuple[Any, ...]]]:
     return export(str(target))
 
 
+EDITED_TITLE = '"Edited, Then Cut Short Or Never Readable"'  # ECB's title in the tests that change it
+
+
+# The oracles are local loads of fixed folders: the same folder gives the same tables, so each one
+# is loaded once for the module and compared with by every test whose folder ends up the same.
+
+
+@pytest.fixture(scope="module")
+def shipped_oracle(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[tuple[Any, ...]]]:
+    """The oracle of the shipped seeds, as they are."""
+    root = tmp_path_factory.mktemp("shipped-oracle")
+    shutil.copytree(SEEDS, root / "seeds")
+    return oracle(root / "seeds", root)
+
+
+@pytest.fixture(scope="module")
+def edited_oracle(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[tuple[Any, ...]]]:
+    """The oracle of the shipped seeds with ECB's title set to EDITED_TITLE."""
+    root = tmp_path_factory.mktemp("edited-oracle")
+    shutil.copytree(SEEDS, root / "seeds")
+    set_key(root / "seeds" / ECB, "title", EDITED_TITLE)
+    return oracle(root / "seeds", root)
+
+
+@pytest.fixture(scope="module")
+def corpus_oracle(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[tuple[Any, ...]]]:
+    """The oracle of seeded(n=30)'s folder (corpus() is deterministic: every test's copy has the same bytes)."""
+    root = tmp_path_factory.mktemp("corpus-oracle")
+    return oracle(corpus(root / "seeds", 30, crasher=False), root)
+
+
 # --- targeted faults -----------------------------------------------------------------------------------
 
 
 def test_lost_reply_to_the_commit_is_settled_by_reading_back(
-    s3: MotoServer, faulty: FaultProxy, tmp_path: Path
+    s3: MotoServer, faulty: FaultProxy, tmp_path: Path, shipped_oracle: dict[str, Any]
 ) -> None:
     """The commit PUT is applied, its reply lost; the retry's 412 is our own commit: the run says it published."""
-    bucket, folder = seeded(s3, tmp_path)
+    bucket, _ = seeded(s3, tmp_path)
     rule = faulty.add("lost_reply", "PUT", COMMIT_PUT)
     proc = run(faulty, s3, bucket)
     ok(proc)
     assert rule.fired == 1
     wh = Location.parse(f"s3://{bucket}/wh")
     assert commits.versions(wh) == [1]
-    assert export(f"s3://{bucket}/wh") == oracle(folder, tmp_path)
+    assert export(f"s3://{bucket}/wh") == shipped_oracle
     status = json.loads(
         run_cli("status", "--warehouse", wh.url, "--format", "json", env=via(faulty, s3)).stdout
     )  # no failure recorded
@@ -123,29 +154,29 @@ def test_lost_reply_to_the_commit_is_settled_by_reading_back(
 
 
 def test_lost_reply_to_a_lease_renewal_does_not_stop_the_run(
-    s3: MotoServer, faulty: FaultProxy, tmp_path: Path
+    s3: MotoServer, faulty: FaultProxy, tmp_path: Path, shipped_oracle: dict[str, Any]
 ) -> None:
     """A renewal applied but unanswered is ours (read back); the run finishes and removes its own lease."""
-    bucket, folder = seeded(s3, tmp_path)
+    bucket, _ = seeded(s3, tmp_path)
     renewal = faulty.add("lost_reply", "PUT", LEASE_PUT, nth=2)  # the first PUT creates the lease
     proc = run(faulty, s3, bucket, **{"PIPELINE_LEASE_SECONDS": "1.5", faults.SLEEP_HOLDING_LOCK: "2"})
     ok(proc)
     assert renewal.fired == 1
-    assert export(f"s3://{bucket}/wh") == oracle(folder, tmp_path)
+    assert export(f"s3://{bucket}/wh") == shipped_oracle
     assert not Location.parse(f"s3://{bucket}/wh").exists(".lease.json")  # released: the next run need not wait
 
 
 def test_a_changed_files_body_cut_short_is_retried_and_loaded(
-    s3: MotoServer, faulty: FaultProxy, tmp_path: Path
+    s3: MotoServer, faulty: FaultProxy, tmp_path: Path, edited_oracle: dict[str, Any]
 ) -> None:
     bucket, folder = seeded(s3, tmp_path)
     ok(run(faulty, s3, bucket))
-    set_key(folder / ECB, "title", '"Edited Then Cut Short"')
+    set_key(folder / ECB, "title", EDITED_TITLE)
     put(s3.client(), bucket, f"seeds/{ECB}", (folder / ECB).read_bytes())
     cut = faulty.add("cut_body", "GET", f"/seeds/{ECB}$", times=2)
     ok(run(faulty, s3, bucket))
     assert cut.fired == 2
-    assert export(f"s3://{bucket}/wh") == oracle(folder, tmp_path)
+    assert export(f"s3://{bucket}/wh") == edited_oracle
 
 
 def test_a_file_that_cannot_be_read_is_unreadable_in_one_clean_line_and_retried(
@@ -170,12 +201,12 @@ def test_a_file_that_cannot_be_read_is_unreadable_in_one_clean_line_and_retried(
 
 
 def test_a_changed_file_that_cannot_be_read_keeps_its_published_rows(
-    s3: MotoServer, faulty: FaultProxy, tmp_path: Path
+    s3: MotoServer, faulty: FaultProxy, tmp_path: Path, edited_oracle: dict[str, Any]
 ) -> None:
     bucket, folder = seeded(s3, tmp_path)
     ok(run(faulty, s3, bucket))
     before = export(f"s3://{bucket}/wh")
-    set_key(folder / ECB, "title", '"Edited But Never Readable"')
+    set_key(folder / ECB, "title", EDITED_TITLE)
     put(s3.client(), bucket, f"seeds/{ECB}", (folder / ECB).read_bytes())
     faulty.add("cut_body", "GET", f"/seeds/{ECB}$", times=1000)
     proc = run(faulty, s3, bucket)
@@ -187,11 +218,13 @@ def test_a_changed_file_that_cannot_be_read_keeps_its_published_rows(
 
     faulty.clear()
     ok(run(faulty, s3, bucket))  # the next run sees a file that differs from its row and reads it again
-    assert export(f"s3://{bucket}/wh") == oracle(folder, tmp_path)
+    assert export(f"s3://{bucket}/wh") == edited_oracle
 
 
-def test_throttling_and_5xx_bursts_are_retried(s3: MotoServer, faulty: FaultProxy, tmp_path: Path) -> None:
-    bucket, folder = seeded(s3, tmp_path)
+def test_throttling_and_5xx_bursts_are_retried(
+    s3: MotoServer, faulty: FaultProxy, tmp_path: Path, shipped_oracle: dict[str, Any]
+) -> None:
+    bucket, _ = seeded(s3, tmp_path)
     bursts = [
         faulty.add("slowdown", "GET", r"/seeds/", times=6),  # fetches of seeds
         faulty.add("error", "GET", rf"^{bucket}$", times=3),  # listings
@@ -201,7 +234,7 @@ def test_throttling_and_5xx_bursts_are_retried(s3: MotoServer, faulty: FaultProx
     ]
     ok(run(faulty, s3, bucket))
     assert [b.fired for b in bursts] == [6, 3, 3, 2, 3]
-    assert export(f"s3://{bucket}/wh") == oracle(folder, tmp_path)
+    assert export(f"s3://{bucket}/wh") == shipped_oracle
 
 
 def test_an_object_replaced_between_listing_and_get_is_read_whole_as_the_new_version(
@@ -235,10 +268,10 @@ def test_an_object_replaced_between_listing_and_get_is_read_whole_as_the_new_ver
 
 @pytest.mark.parametrize("seed", [7, 11])
 def test_random_faults_every_run_is_whole_or_fails_cleanly_and_the_next_converges(
-    seed: int, s3: MotoServer, faulty: FaultProxy, tmp_path: Path
+    seed: int, s3: MotoServer, faulty: FaultProxy, tmp_path: Path, corpus_oracle: dict[str, Any]
 ) -> None:
-    bucket, folder = seeded(s3, tmp_path, n=30)
-    expected = oracle(folder, tmp_path)
+    bucket, _ = seeded(s3, tmp_path, n=30)
+    expected = corpus_oracle
     faulty.random = RandomFaults(rate=0.04, seed=seed)
     proc = run(faulty, s3, bucket, "--wait", "20")
     hit = len(faulty.faults())
@@ -270,9 +303,11 @@ def wait_for(what: str, predicate: Any, timeout: float = 60) -> None:
         time.sleep(0.1)
 
 
-def test_a_stalled_writer_never_publishes_after_a_takeover(s3: MotoServer, faulty: FaultProxy, tmp_path: Path) -> None:
+def test_a_stalled_writer_never_publishes_after_a_takeover(
+    s3: MotoServer, faulty: FaultProxy, tmp_path: Path, shipped_oracle: dict[str, Any]
+) -> None:
     """SIGSTOP past its lease; another run takes over and publishes; on SIGCONT the stalled run stops with 75."""
-    bucket, folder = seeded(s3, tmp_path)
+    bucket, _ = seeded(s3, tmp_path)
     wh = Location.parse(f"s3://{bucket}/wh")
     stalled = popen_run(faulty, s3, bucket, PIPELINE_LEASE_SECONDS="2", **{faults.SLEEP_HOLDING_LOCK: "3"})
     try:
@@ -285,15 +320,15 @@ def test_a_stalled_writer_never_publishes_after_a_takeover(s3: MotoServer, fault
     assert stalled.returncode == 75, err
     assert len(error_lines(err)) == 1 and "lost its writer lease" in err, err
     assert commits.versions(wh) == [1]  # only the run that took over published
-    assert export(wh.url) == oracle(folder, tmp_path)
+    assert export(wh.url) == shipped_oracle
 
 
 def test_a_commit_held_in_flight_loses_to_the_run_that_took_over(
-    s3: MotoServer, faulty: FaultProxy, tmp_path: Path
+    s3: MotoServer, faulty: FaultProxy, tmp_path: Path, shipped_oracle: dict[str, Any]
 ) -> None:
     """The stalled run's commit PUT is in flight (held) while another run takes over and commits the same version:
     released afterwards, it is refused (create-only), read back as not ours, and the run exits 75."""
-    bucket, folder = seeded(s3, tmp_path)
+    bucket, _ = seeded(s3, tmp_path)
     wh = Location.parse(f"s3://{bucket}/wh")
     held = faulty.add("hold", "PUT", COMMIT_PUT, nth=1)
     stalled = popen_run(faulty, s3, bucket, PIPELINE_LEASE_SECONDS="2")
@@ -308,4 +343,4 @@ def test_a_commit_held_in_flight_loses_to_the_run_that_took_over(
     assert stalled.returncode == 75, err
     assert len(error_lines(err)) == 1 and "published nothing" in err, err
     assert commits.versions(wh) == [1]
-    assert export(wh.url) == oracle(folder, tmp_path)
+    assert export(wh.url) == shipped_oracle
