@@ -1,8 +1,8 @@
 """Rows of every table as three Delta readers we did not write see them, and as `pipeline query` does.
 
 Readers: deltalake (delta-rs), polars (`read_delta`), and DuckDB 1.5.5's delta extension
-(delta-kernel-rs) in its own venv, .venv-delta, built from tests/delta/requirements.txt (DuckDB 2.0
-cannot load extensions offline). Rows are compared as sorted tuples in the declared column order,
+(delta-kernel-rs) in a DuckDB 1.5.5 venv, .venv-bi-s3, built from tests/bi/requirements-s3.txt and
+shared with the S3 BI-client test (DuckDB 2.0 cannot load extensions offline). Rows are compared as sorted tuples in the declared column order,
 timestamps as epoch microseconds, so a difference in any value, any row or any reader shows.
 """
 
@@ -23,7 +23,8 @@ from pipeline.warehouse import commits, delta, query
 
 REPO = Path(__file__).resolve().parent.parent
 DELTA_DIR = REPO / "tests" / "delta"
-DELTA_VENV = REPO / ".venv-delta"
+DELTA_VENV = REPO / ".venv-bi-s3"  # DuckDB 1.5.5 + the delta and httpfs extensions
+DELTA_REQUIREMENTS = REPO / "tests" / "bi" / "requirements-s3.txt"
 TABLE_NAMES = tuple(t.name for t in schema.TABLES)
 Rows = list[tuple[Any, ...]]
 
@@ -79,8 +80,8 @@ def polars_rows(wh: str, project_version: int | None = None) -> dict[str, Rows]:
 
 
 def duckdb_rows(wh: str, s3_endpoint: str | None = None) -> dict[str, Rows]:
-    """DuckDB 1.5.5 + delta extension, in .venv-delta (the current version of each table)."""
-    python, _ = ensure_venv(DELTA_VENV, DELTA_DIR / "requirements.txt")
+    """DuckDB 1.5.5 + delta extension, in .venv-bi-s3 (the current version of each table)."""
+    python, _ = ensure_venv(DELTA_VENV, DELTA_REQUIREMENTS)
     loc = Location.parse(wh)
     spec: dict[str, Any] = {
         "tables": {t: delta.table_uri(loc, t) for t in TABLE_NAMES},

@@ -1,4 +1,4 @@
-"""Read Delta tables with DuckDB 1.5.5's delta extension and print their rows as JSON (run in .venv-delta).
+"""Read Delta tables with DuckDB 1.5.5's delta extension and print their rows as JSON (run in .venv-bi-s3).
 
 argv[1]: a JSON object {"tables": {name: uri}, "timestamps": {name: [column, ...]}, "s3": {...} or null}.
 Timestamps come out as epoch microseconds, so every reader's rows compare exactly.
