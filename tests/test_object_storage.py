@@ -479,12 +479,20 @@ def test_kill_9_on_s3_keeps_the_last_snapshot_and_the_next_run_converges(
 # --- readers on S3 -----------------------------------------------------------------------------------------
 
 
-def test_query_status_and_catalog_on_s3(s3: MotoServer, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def shipped_on_s3(s3: MotoServer) -> tuple[str, str]:
+    """(bucket, warehouse URL): the shipped seeds loaded once to S3, for the tests below that read it."""
     bucket = s3.new_bucket()
     s3.upload_folder(SEEDS, f"s3://{bucket}/seeds")
     wh = f"s3://{bucket}/wh"
-    env = cli_env(**s3.env())
     s3_run(s3, f"s3://{bucket}/seeds", wh, "--orchestrator", "none")
+    return bucket, wh
+
+
+def test_query_status_and_catalog_on_s3(s3: MotoServer, shipped_on_s3: tuple[str, str], tmp_path: Path) -> None:
+    """Reads, and `pipeline catalog` rewrites the catalog of the same snapshot (the BI test below reads it too)."""
+    bucket, wh = shipped_on_s3
+    env = cli_env(**s3.env())
 
     q = run_cli("query", "select count(*) as n from articles", "--warehouse", wh, "--format", "json", env=env)
     assert json.loads(q.stdout) == [{"n": 15}]
@@ -503,13 +511,12 @@ def test_query_status_and_catalog_on_s3(s3: MotoServer, tmp_path: Path) -> None:
         con.close()
 
 
-def test_bi_client_reads_the_s3_warehouse_with_duckdb_httpfs(s3: MotoServer, tmp_path: Path) -> None:
+def test_bi_client_reads_the_s3_warehouse_with_duckdb_httpfs(
+    s3: MotoServer, shipped_on_s3: tuple[str, str], tmp_path: Path
+) -> None:
     """DuckDB 1.5.5 + httpfs (its own venv) ATTACHes the catalog on S3; SQLAlchemy/duckdb_engine does the same."""
     python, _ = ensure_venv(REPO / ".venv-bi-s3", REPO / "tests" / "bi" / "requirements-s3.txt")
-    bucket = s3.new_bucket()
-    s3.upload_folder(SEEDS, f"s3://{bucket}/seeds")
-    wh = f"s3://{bucket}/wh"
-    s3_run(s3, f"s3://{bucket}/seeds", wh, "--orchestrator", "none")
+    _, wh = shipped_on_s3
     expected = {t: len(rows) for t, rows in export(wh).items()}
     proc = subprocess.run(
         [str(python), str(REPO / "tests" / "bi" / "s3_probe.py"), s3.endpoint.removeprefix("http://"),
