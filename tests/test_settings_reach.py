@@ -227,7 +227,7 @@ def serving(
 
 
 def test_serve_stores_every_setting_in_the_deployment_and_keeps_the_credentials_off_the_server(
-    s3: MotoServer, tmp_path: Path
+    prefect_server: PrefectServer, s3: MotoServer, tmp_path: Path
 ) -> None:
     """A served deployment's runs get the settings the serve command had; the storage options reach
     them through serve's environment (a stored secret would come back as '**********')."""
@@ -235,8 +235,10 @@ def test_serve_stores_every_setting_in_the_deployment_and_keeps_the_credentials_
     upload(s3, bucket, ALL_SEEDS)
     seeds, wh = f"s3://{bucket}/seeds", f"s3://{bucket}/wh"
     env = s3_env(s3, {}, tmp_path, PIPELINE_PATTERNS="*.md", PIPELINE_RETENTION="3")
-    # A server of its own: the session server's deployments named `scheduled` must not meet this one.
-    with PrefectServer() as server, serving(
+    # The session's server: this deployment is named `reach`, so the prefect.yaml deployment `ingest/scheduled`
+    # that test_prefect_run leaves there is never this one (every lookup below is by this name or its id).
+    server = prefect_server
+    with serving(
         server, tmp_path, "--interval", "3600", "--name", "reach", "--seeds", seeds, "--warehouse", wh, *CREDENTIALS,
         env=env,
     ) as proc:  # fmt: skip
