@@ -328,15 +328,12 @@ def seed(srv: MotoServer, bucket: str, n: int, size: int) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from pipeline.storage.location import FETCH_CONCURRENCY
+    from pipeline.storage.objects import FETCH_CONCURRENCY
 
     assert FETCH_CONCURRENCY == CONCURRENCY, "the pipeline's GET concurrency changed: update CONCURRENCY"
     obstore = _obstore()
-    srv = MotoServer()
-    srv.start()
-    saved = {k: os.environ.get(k) for k in srv.env()}
-    os.environ.update(srv.env())  # Location's s3fs client reads the endpoint and keys from here
-    try:
+    # Location's s3fs client reads the endpoint and keys from the environment, which serving() sets.
+    with MotoServer().serving() as srv:
         assert srv.proc is not None
         server = ServerCpu(srv.proc.pid)
         bucket, put_bucket = srv.new_bucket("list"), srv.new_bucket("put")
@@ -367,13 +364,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
 
         checks = {c.name: c.checks() for c in clients}
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        srv.stop()
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": {

@@ -64,6 +64,23 @@ class MotoServer:
                     raise RuntimeError(f"moto_server did not start:\n{self.log_path.read_text()[-2000:]}") from None
                 time.sleep(0.05)
 
+    @contextlib.contextmanager
+    def serving(self) -> Any:
+        """Started, with its endpoint and test keys in this process's environment (s3fs and Location read
+        them there); stopped and the environment put back as it was afterwards."""
+        self.start()
+        saved = {k: os.environ.get(k) for k in self.env()}
+        os.environ.update(self.env())
+        try:
+            yield self
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            self.stop()
+
     def stop(self) -> None:
         if self.proc is not None:
             stop_group(self.proc)

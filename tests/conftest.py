@@ -185,16 +185,5 @@ def s3() -> Iterator[Any]:
     """A real S3-compatible server (moto) on loopback; its endpoint and test keys are set for this process too."""
     from harness.s3_server import MotoServer
 
-    srv = MotoServer()
-    srv.start()
-    saved = {k: os.environ.get(k) for k in srv.env()}
-    os.environ.update(srv.env())
-    try:
+    with MotoServer().serving() as srv:
         yield srv
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        srv.stop()
