@@ -17,7 +17,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import secrets
-import tempfile
 import threading
 import time
 import weakref
@@ -36,7 +35,9 @@ from pipeline.read.discover import raw_name
 from pipeline.read.extract import Loaded, enable_fast_yaml, extract, read_seed, sha256
 from pipeline.read.normalize import Source
 from pipeline.read.problems import Problem, ProblemError
+from pipeline.storage import seeds
 from pipeline.storage.location import Location
+from pipeline.storage.seeds import Checkpoint, Marker
 
 # Hidden staging columns: which file a row came from and its partition.
 STAGING_EXTRA = [pa.field("_source", pa.string(), nullable=False), pa.field("_month", pa.string(), nullable=False)]
@@ -175,7 +176,7 @@ def _slices(spec: BatchSpec) -> Iterator[list[Job]]:
 
 def _contents(spec: BatchSpec) -> Iterator[tuple[Job, bytes | BaseException]]:
     if spec.seeds.local:
-        real_root = os.path.realpath(spec.seeds.root)  # discovery resolved the root the same way
+        real_root = seeds.real_path(spec.seeds.root)  # discovery resolved the root the same way
         for job in spec.jobs:
             yield job, _read_local(spec, job, real_root)
         return
@@ -228,16 +229,14 @@ def process_batch(spec: BatchSpec) -> BatchResult:
     """Worker entry point: one batch of files -> outcomes + staging files."""
     outcomes: list[Outcome] = []
     loaded: list[tuple[Outcome, Loaded]] = []
-    mark = os.open(spec.checkpoint, os.O_WRONLY) if spec.checkpoint else None
+    marker = Marker(spec.checkpoint)
     for i, (job, data) in enumerate(_contents(spec)):
-        if mark is not None:
-            os.pwrite(mark, i.to_bytes(8, "little"), 0)  # if this process dies now, job i killed it
+        marker.mark(i)  # if this process dies now, job i killed it
         outcome, item = process_file(job, data, spec.run_id, spec.max_bytes)
         outcomes.append(outcome)
         if item is not None:
             loaded.append((outcome, item))
-    if mark is not None:
-        os.close(mark)
+    marker.close()
     staging = _write_staging(loaded, spec) if loaded else {}
     return BatchResult(outcomes, staging)
 
@@ -364,29 +363,26 @@ class IsolatingPool:
         When the process dies, the checkpoint names the file that killed it: that file is quarantined
         and the rest of the batch runs again in a fresh process. Each crash costs one process start.
         """
-        fd, checkpoint = tempfile.mkstemp(prefix="pipeline-checkpoint-")
-        os.close(fd)
+        checkpoint = Checkpoint.create("pipeline-checkpoint-")
         try:
             jobs = spec.jobs
             while jobs:
-                with open(checkpoint, "wb") as fh:
-                    fh.write((-1).to_bytes(8, "little", signed=True))
+                checkpoint.reset()
                 attempt = BatchSpec(
-                    spec.batch_no, jobs, spec.seeds, spec.staging, spec.run_id, spec.max_bytes, checkpoint
+                    spec.batch_no, jobs, spec.seeds, spec.staging, spec.run_id, spec.max_bytes, checkpoint.path
                 )
                 try:
                     with self._executor(1) as pool:
                         yield pool.submit(process_batch, attempt).result()
                     return
                 except BrokenProcessPool:
-                    with open(checkpoint, "rb") as fh:
-                        at = int.from_bytes(fh.read(8), "little", signed=True)
+                    at = checkpoint.read()
                     if not 0 <= at < len(jobs):
                         raise PipelineError("a parser worker process died before reading any file") from None
                     yield BatchResult([crashed(jobs[at])])
                     jobs = jobs[:at] + jobs[at + 1 :]
         finally:
-            os.unlink(checkpoint)
+            checkpoint.remove()
 
 
 _NOWHERE = Location.parse("/nonexistent-pipeline-probe")

@@ -47,6 +47,7 @@ import pyarrow.compute as pc
 
 from pipeline import faults
 from pipeline.read.problems import Problem
+from pipeline.storage import seeds
 from pipeline.storage.failures import transient
 from pipeline.storage.location import Location, relpath_ok
 from pipeline.storage.objects import ObjectPrefix
@@ -203,7 +204,7 @@ def _unlisted(rel: str, exc: BaseException) -> Refused:
 
 
 def _discover_local(root: str, patterns: tuple[str, ...]) -> Discovery:
-    real_root = os.path.realpath(root)
+    real_root = seeds.real_path(root)
     out = Discovery()
     stack = [("", real_root)]
     while stack:
@@ -211,8 +212,7 @@ def _discover_local(root: str, patterns: tuple[str, ...]) -> Discovery:
 
         def listing(prefix: str = prefix, folder: str = folder) -> list[os.DirEntry[str]]:
             faults.list_error(prefix)
-            with os.scandir(folder) as it:
-                return list(it)
+            return seeds.scan(folder)
 
         try:
             entries = _retry(listing)
@@ -273,15 +273,15 @@ def _classify(entry: os.DirEntry[str], os_rel: str, real_root: str) -> Found | R
         return Refused(rel, Problem("bad_file_name", "file name is not valid UTF-8; rename the file"))
     path, target = entry.path, None
     if entry.is_symlink():
-        target = os.path.realpath(path)
-        if os.path.commonpath([target, real_root]) != real_root:
+        target = seeds.link_inside(path, real_root)
+        if target is None:
             return Refused(
                 rel,
                 Problem("link_outside_seeds", "symbolic link points outside the seeds folder; not followed"),
             )
         path = target
     try:
-        st = entry.stat(follow_symlinks=False) if target is None else os.stat(path)
+        st = entry.stat(follow_symlinks=False) if target is None else seeds.stat_target(path)
     except OSError as exc:
         return Refused(rel, Problem("unreadable", f"cannot stat file: {exc.strerror}"))
     if not stat.S_ISREG(st.st_mode):

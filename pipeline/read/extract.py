@@ -9,19 +9,18 @@ because it returns empty metadata instead of an error for several broken inputs.
 
 from __future__ import annotations
 
-import errno
 import hashlib
-import os
 import re
 import unicodedata
 from dataclasses import dataclass
-from stat import S_ISREG
 
 from pipeline.read import fast_yaml
 from pipeline.read.contract import Checked, check_document
 from pipeline.read.normalize import Rows, Source, normalize
 from pipeline.read.problems import Problem, ProblemError
 from pipeline.read.strict_yaml import StrictYAMLHandler
+from pipeline.storage import seeds
+from pipeline.storage.failures import Replaced, TooLarge
 
 # C0 controls but tab/LF/CR, DEL, and C1 controls (U+0085 NEL is a line break to YAML 1.1, so
 # a quoted title containing it would silently become a space).
@@ -74,66 +73,15 @@ def _changed(what: str) -> ProblemError:
     return ProblemError(Problem("unreadable", f"{what} after it was listed; not read (the next run looks again)"))
 
 
-# No O_CREAT: a reader never makes a file. O_NOFOLLOW: a link swapped in is not followed.
-# O_NONBLOCK: opening a FIFO (or a device) swapped in never waits for a writer.
-_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0)
-_DIR_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
-
-
-def _open_beneath(real_root: str, parts: list[str]) -> int:
-    """Open ``real_root/part/.../part`` one component at a time, never following a link.
-
-    O_NOFOLLOW alone guards only the last component; walking with ``dir_fd`` also refuses a
-    folder on the way that was replaced by a link (ELOOP or ENOTDIR).
-    """
-    fd = os.open(real_root, _DIR_FLAGS)
-    try:
-        for part in parts[:-1]:
-            inner = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            os.close(fd)
-            fd = inner
-        return os.open(parts[-1], _FILE_FLAGS, dir_fd=fd)
-    finally:
-        os.close(fd)
-
-
-def _open_seed(real_root: str, os_rel: str, linked: bool) -> int:
-    """A descriptor of the file now at ``os_rel``; a link is followed only if discovery saw a link
-    there (``linked``) and it still resolves inside the seeds folder."""
-    try:
-        return _open_beneath(real_root, os_rel.split("/"))
-    except OSError as exc:
-        if exc.errno not in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
-            raise
-        if not linked:
-            raise _changed("a symbolic link took its place (or a folder on its path)") from None
-    target = os.path.realpath(os.path.join(real_root, os_rel))
-    if os.path.commonpath([target, real_root]) != real_root or target == real_root:
-        raise _changed("its symbolic link now points outside the seeds folder") from None
-    try:
-        return _open_beneath(real_root, os.path.relpath(target, real_root).split(os.sep))
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
-            raise _changed("its symbolic link's target was replaced by another link") from None
-        raise
-
-
 def read_seed(real_root: str, os_rel: str, linked: bool, max_bytes: int) -> bytes:
-    """Read one local seed race-safely: open without following links or blocking, ``fstat`` the
-    descriptor, and read from it only a regular file within the cap (larger: refused, never
-    truncated). Whatever the path became after discovery, this returns or raises at once.
-    """
-    fd = _open_seed(real_root, os_rel, linked)
-    with open(fd, "rb", closefd=True) as fh:
-        st = os.fstat(fd)
-        if not S_ISREG(st.st_mode):
-            raise _changed("it became a FIFO, device, socket or folder")
-        if st.st_size > max_bytes:
-            raise _too_large(max_bytes)
-        data = fh.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise _too_large(max_bytes)  # it grew while being read
-    return data
+    """Read one local seed race-safely (``storage.seeds.read_capped``); a file that changed into something
+    else after discovery, or is over the cap, becomes the reason it is not loaded."""
+    try:
+        return seeds.read_capped(real_root, os_rel, linked, max_bytes)
+    except Replaced as exc:
+        raise _changed(exc.what) from None
+    except TooLarge:
+        raise _too_large(max_bytes) from None
 
 
 def _position(text: str, index: int) -> tuple[int, int]:

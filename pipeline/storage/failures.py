@@ -114,3 +114,19 @@ async def retry(call: Callable[[], Awaitable[Any]], operation: str, url: str) ->
                 raise StorageFailure(operation, url, exc, ATTEMPTS) from exc
             await asyncio.sleep(backoff(attempt))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+class Replaced(OSError):
+    """A local file that is no longer what its listing saw (a link, FIFO or folder took its place): not read."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(errno.ESTALE, what)
+        self.what = what
+
+
+class TooLarge(OSError):
+    """A file larger than the cap a caller read it with: refused whole, never truncated."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(errno.EFBIG, f"larger than {max_bytes} bytes")
+        self.max_bytes = max_bytes
