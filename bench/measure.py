@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from harness import envs
 
 from .common import REPO, log
-from .corpus import change_sample, changed_files
+from .corpus import UsualDay, change_sample, changed_files, usual_day
 
 BASELINES = REPO / "bench" / "baselines"
 POLL_SECONDS = 0.1
@@ -232,26 +232,35 @@ def run_pipeline(
 
 
 def bench_pipeline(
-    corpus: Path, n: int, seed: int, work: Path, repeat: int, workers: int | None
+    corpus: Path, n: int, seed: int, day: UsualDay, work: Path, repeat: int, workers: int | None
 ) -> tuple[dict[str, list[PipelineRun]], Path]:
-    """Full load, no-op rerun and 1%-changed rerun, REPEAT times in fresh warehouses."""
-    runs: dict[str, list[PipelineRun]] = {"full": [], "noop": [], "change": []}
+    """Full load, no-op rerun, 1%-changed rerun and usual-day rerun, REPEAT times in fresh warehouses.
+
+    After each rerun whose files are restored, an unmeasured run brings the warehouse back to the
+    corpus, so that the next rerun parses only its own files and the warehouse queried after is the corpus's.
+    """
+    runs: dict[str, list[PipelineRun]] = {"full": [], "noop": [], "change": [], "usual": []}
     sample = change_sample(n, seed)
+    logs = work / "logs"
+
+    def measured(label: str, k: int, warehouse: Path) -> PipelineRun:
+        run = run_pipeline(f"{label}-{k}", corpus, warehouse, logs, workers=workers)
+        if not label.startswith("settle"):
+            log(f"{label} {k + 1}/{repeat}: work {run.work_s:.2f} s, wall {run.wall_s:.2f} s")
+        return run
+
     warehouse = work / "warehouse-0"
     for k in range(repeat):
         warehouse = work / f"warehouse-{k}"
         shutil.rmtree(warehouse, ignore_errors=True)
-        logs = work / "logs"
-        full = run_pipeline(f"full-{k}", corpus, warehouse, logs, workers=workers)
-        log(f"full load {k + 1}/{repeat}: work {full.work_s:.2f} s, wall {full.wall_s:.2f} s")
-        noop = run_pipeline(f"noop-{k}", corpus, warehouse, logs, workers=workers)
-        log(f"no-op rerun {k + 1}/{repeat}: work {noop.work_s:.2f} s, wall {noop.wall_s:.2f} s")
+        runs["full"].append(measured("full", k, warehouse))
+        runs["noop"].append(measured("noop", k, warehouse))
         with changed_files(corpus, sample):
-            change = run_pipeline(f"change-{k}", corpus, warehouse, logs, workers=workers)
-        log(f"1% changed rerun {k + 1}/{repeat}: work {change.work_s:.2f} s, wall {change.wall_s:.2f} s")
-        runs["full"].append(full)
-        runs["noop"].append(noop)
-        runs["change"].append(change)
+            runs["change"].append(measured("change", k, warehouse))
+        measured("settle-change", k, warehouse)
+        with usual_day(corpus, day, n, seed):
+            runs["usual"].append(measured("usual", k, warehouse))
+        measured("settle-usual", k, warehouse)
         if k + 1 < repeat:
             shutil.rmtree(warehouse)  # keep only the last one (queried below)
     return runs, warehouse

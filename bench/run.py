@@ -8,8 +8,9 @@ One invocation, in order:
 1. the corpus: bench/generate.py's N documents for the seed, under OUT/corpus-N-seedS; reused when
    its marker matches N, the seed and the generator's source;
 2. ``--repeat`` times, each in a fresh warehouse: the full load (``pipeline run --orchestrator none``),
-   a no-op rerun, and a rerun after rewriting 1% of the files (title and publishedDateTime; the
-   files are restored afterwards). Reported: medians of the pipeline's own work (``finished_at -
+   a no-op rerun, a rerun after rewriting 1% of the files (title and publishedDateTime; the
+   files are restored afterwards), and a usual-day rerun (1% new articles and 0.5% retitled ones,
+   all in the newest two months; removed and restored afterwards). Reported: medians of the pipeline's own work (``finished_at -
    started_at`` of the run's ``load_runs`` row), of the whole process's wall time, docs/s, and peak
    memory of the process tree;
 3. Prefect: the same full load once through the default orchestrator in ephemeral mode with a fresh
@@ -42,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import add_common_options, log
-from .corpus import change_sample, ensure_corpus
+from .corpus import change_sample, ensure_corpus, usual_day_plan
 from .machine import machine
 from .measure import bench_baseline, bench_pipeline, bench_prefect
 from .queries import ensure_query_warehouse, month_range, row_group_pruning, time_queries
@@ -129,9 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     corpus, meta = ensure_corpus(out, args.n, args.seed)
     results["corpus"] = {**meta, "path": str(corpus)}
     results["changed_files"] = len(change_sample(args.n, args.seed))
+    day = usual_day_plan(corpus, args.n, args.seed)
+    results["usual_day"] = {"months": list(day.months), "edited": list(day.edited), "new": day.new}
     log(f"corpus: {args.n} documents, {meta['bytes'] / 1e6:.1f} MB in {corpus}")
 
-    results["pipeline"], warehouse = bench_pipeline(corpus, args.n, args.seed, work, args.repeat, args.workers)
+    results["pipeline"], warehouse = bench_pipeline(corpus, args.n, args.seed, day, work, args.repeat, args.workers)
     results["prefect"] = [] if args.skip_prefect else bench_prefect(corpus, work, args.workers)
     run_baselines(args, corpus, work, results)
     results["queries"] = run_queries(args, out, warehouse)

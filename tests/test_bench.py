@@ -18,7 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from bench.corpus import CORPUS_MARKER, change_sample, doc_path
+from bench.corpus import (
+    CORPUS_MARKER,
+    USUAL_DAY_FOLDER,
+    change_sample,
+    doc_path,
+    new_article,
+    published_month,
+    usual_day_plan,
+)
 from bench.measure import baseline_ready
 from harness import generate
 
@@ -110,7 +118,12 @@ def check_report(report: str) -> None:
     assert 3.5 < number(corpus["average (KB/doc)"][0]) < 6
 
     speed, memory, stages = tables(section(report, "## Pipeline (`--orchestrator none`)"))
-    files_parsed = {"full load": N, "no-op rerun": 0, "1% changed rerun": len(change_sample(N, 7))}
+    files_parsed = {
+        "full load": N,
+        "no-op rerun": 0,
+        "1% changed rerun": len(change_sample(N, 7)),
+        "usual-day rerun": N // 100 + 1,  # 1% new (2 of 200) and 0.5% edited (1)
+    }
     assert set(speed) == set(memory) == set(stages) == set(files_parsed)
     for run, cells in stages.items():
         assert all(v >= 0 for v in numbers(cells)), run
@@ -167,11 +180,26 @@ def test_baseline_is_measured(bench_run: BenchRun, tool: str) -> None:
 
 
 def test_the_changed_files_are_restored(bench_run: BenchRun) -> None:
-    """The 1% rewrite was undone: the corpus is byte-identical to a fresh one and marked clean."""
+    """The 1% rewrite and the usual day were undone: the corpus is a fresh one's files, marked clean."""
     corpus_dir = bench_run.out / f"corpus-{N}-seed7"
     assert json.loads((corpus_dir / CORPUS_MARKER).read_text())["dirty"] is False
-    for i in change_sample(N, 7):
+    assert not (corpus_dir / USUAL_DAY_FOLDER).exists()
+    assert sorted(p.name for p in corpus_dir.rglob("*.md")) == [doc_path(corpus_dir, i).name for i in range(N)]
+    for i in range(N):
         assert doc_path(corpus_dir, i).read_text(encoding="utf-8") == generate.document(i, N, 7)
+
+
+def test_the_usual_day_lies_in_the_newest_two_months(bench_run: BenchRun) -> None:
+    corpus_dir = bench_run.out / f"corpus-{N}-seed7"
+    months = sorted({m for i in range(N) if (m := published_month(generate.document(i, N, 7)))})
+    day = usual_day_plan(corpus_dir, N, 7)
+    assert day.months == tuple(months[-2:])
+    assert (len(day.edited), day.new) == (1, 2)
+    assert all(published_month(generate.document(i, N, 7)) in day.months for i in day.edited)
+    new = [new_article(k, N, 7, day.months) for k in range(day.new)]
+    assert all(published_month(text) in day.months for text in new)
+    urls = {line for i in range(N) for line in generate.document(i, N, 7).splitlines() if line.startswith("webUrl:")}
+    assert not urls & {line for text in new for line in text.splitlines() if line.startswith("webUrl:")}
 
 
 def _replace_cell(report: str, row: str, column: int, value: str) -> str:
