@@ -1,5 +1,7 @@
 """The project's one helper for side venvs: by default the baselines' .venv-bench, built from
-bench/requirements.txt on first use; the BI tests build .venv-bi and .venv-bi-s3 with it too.
+bench/requirements.txt on first use; the BI tests build .venv-bi and .venv-bi-s3 with it too
+(``TEST_VENVS``). ``python -m harness.envs`` builds the tests' ones, as .ci/run does while the
+linters run, so that no test waits for a pip install.
 
 A marker file holds a fingerprint of the requirements file, the Python version and the base
 interpreter; the venv is reused while it matches and rebuilt otherwise. A file lock (one per venv
@@ -15,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import filelock
@@ -23,6 +26,11 @@ REPO = Path(__file__).resolve().parent.parent
 REQUIREMENTS = REPO / "bench" / "requirements.txt"
 VENV = REPO / ".venv-bench"
 MARKER_NAME = ".requirements.sha256"
+BI_VENV = REPO / ".venv-bi"  # SQLAlchemy + duckdb_engine + pandas over the catalog (tests/test_bi_clients.py)
+BI_REQUIREMENTS = REPO / "tests" / "bi" / "requirements.txt"
+BI_S3_VENV = REPO / ".venv-bi-s3"  # DuckDB 1.5.5 with httpfs and delta (tests/test_object_storage.py, delta_readers.py)
+BI_S3_REQUIREMENTS = REPO / "tests" / "bi" / "requirements-s3.txt"
+TEST_VENVS = ((BI_VENV, BI_REQUIREMENTS), (BI_S3_VENV, BI_S3_REQUIREMENTS))
 
 
 def fingerprint(requirements: Path = REQUIREMENTS) -> str:
@@ -66,3 +74,16 @@ def ensure_venv(venv: Path = VENV, requirements: Path = REQUIREMENTS) -> tuple[P
         _run([*pip, "-r", str(requirements)], timeout=1800)
         marker.write_text(want + "\n")  # last: a half-built venv has no marker and is rebuilt
         return python, time.perf_counter() - t0
+
+
+def main() -> int:
+    """Build (or reuse) the tests' side venvs side by side; one line each."""
+    with ThreadPoolExecutor(len(TEST_VENVS)) as pool:
+        built = list(pool.map(lambda pair: ensure_venv(*pair), TEST_VENVS))
+    for (venv, _), (_, seconds) in zip(TEST_VENVS, built, strict=True):
+        print(f"{venv.name}: " + ("reused" if seconds is None else f"built in {seconds:.0f} s"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -16,15 +16,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from harness.envs import ensure_venv
+from harness.envs import BI_S3_REQUIREMENTS, BI_S3_VENV, ensure_venv
 from pipeline import schema
 from pipeline.storage.location import Location
 from pipeline.warehouse import commits, delta, query
 
 REPO = Path(__file__).resolve().parent.parent
 DELTA_DIR = REPO / "tests" / "delta"
-DELTA_VENV = REPO / ".venv-bi-s3"  # DuckDB 1.5.5 + the delta and httpfs extensions
-DELTA_REQUIREMENTS = REPO / "tests" / "bi" / "requirements-s3.txt"
 TABLE_NAMES = tuple(t.name for t in schema.TABLES)
 Rows = list[tuple[Any, ...]]
 
@@ -81,7 +79,7 @@ def polars_rows(wh: str, project_version: int | None = None) -> dict[str, Rows]:
 
 def duckdb_rows(wh: str, s3_endpoint: str | None = None) -> dict[str, Rows]:
     """DuckDB 1.5.5 + delta extension, in .venv-bi-s3 (the current version of each table)."""
-    python, _ = ensure_venv(DELTA_VENV, DELTA_REQUIREMENTS)
+    python, _ = ensure_venv(BI_S3_VENV, BI_S3_REQUIREMENTS)
     loc = Location.parse(wh)
     spec: dict[str, Any] = {
         "tables": {t: delta.table_uri(loc, t) for t in TABLE_NAMES},

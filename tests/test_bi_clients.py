@@ -30,14 +30,12 @@ import polars as pl
 import pyarrow.dataset as ds
 import pytest
 
-from harness.envs import ensure_venv
+from harness.envs import BI_REQUIREMENTS, BI_VENV, ensure_venv
 from pipeline import schema
 
 from .conftest import REPO, SEEDS, cli_env, open_catalog, run_cli
 
 BI_DIR = REPO / "tests" / "bi"
-BI_REQUIREMENTS = BI_DIR / "requirements.txt"
-BI_VENV = REPO / ".venv-bi"
 PROBE = BI_DIR / "sqlalchemy_probe.py"
 EXAMPLES = REPO / "docs" / "example-queries.sql"
 # Expected rows of each example query on the sample warehouse, keyed by the query's `-- name:`.

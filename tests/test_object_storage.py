@@ -20,7 +20,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from harness.envs import ensure_venv
+from harness.envs import BI_S3_REQUIREMENTS, BI_S3_VENV, ensure_venv
 from harness.s3_server import MotoServer, put
 from pipeline import faults, schema
 from pipeline.errors import WarehouseLocked
@@ -515,7 +515,7 @@ def test_bi_client_reads_the_s3_warehouse_with_duckdb_httpfs(
     s3: MotoServer, shipped_on_s3: tuple[str, str], tmp_path: Path
 ) -> None:
     """DuckDB 1.5.5 + httpfs (its own venv) ATTACHes the catalog on S3; SQLAlchemy/duckdb_engine does the same."""
-    python, _ = ensure_venv(REPO / ".venv-bi-s3", REPO / "tests" / "bi" / "requirements-s3.txt")
+    python, _ = ensure_venv(BI_S3_VENV, BI_S3_REQUIREMENTS)
     _, wh = shipped_on_s3
     expected = {t: len(rows) for t, rows in export(wh).items()}
     proc = subprocess.run(

@@ -309,7 +309,9 @@ def test_a_stalled_writer_never_publishes_after_a_takeover(
     """SIGSTOP past its lease; another run takes over and publishes; on SIGCONT the stalled run stops with 75."""
     bucket, _ = seeded(s3, tmp_path)
     wh = Location.parse(f"s3://{bucket}/wh")
-    stalled = popen_run(faulty, s3, bucket, PIPELINE_LEASE_SECONDS="2", **{faults.SLEEP_HOLDING_LOCK: "3"})
+    # It holds the lock for 10 s after taking it: SIGSTOP must land inside that pause even on a loaded machine
+    # (3 s was missed once under two test workers); the pause left after SIGCONT is only what the takeover did not use.
+    stalled = popen_run(faulty, s3, bucket, PIPELINE_LEASE_SECONDS="2", **{faults.SLEEP_HOLDING_LOCK: "10"})
     try:
         wait_for("the stalled run's lease", lambda: wh.exists(".lease.json"))
         os.kill(stalled.pid, signal.SIGSTOP)
