@@ -598,3 +598,42 @@ def test_gc_keeps_old_snapshots_for_the_retention_period(load, seeds: Path, ware
     assert len(exported["articles"]) == N_SEEDS
     assert [r for r in as_dicts(exported, "articles") if r["source_path"] == ECB][0]["title"] == "ECB Edited Twice"
     assert len(load_runs(warehouse)) == 3
+
+
+def _claim(article: str, path: str, status: str, parsed: bool) -> dict[str, Any]:
+    return {
+        "article_id": article,
+        "source_path": path,
+        "status": status,
+        "mtime_ns": 7,
+        "etag": None,
+        "_parsed": parsed,
+    }
+
+
+def test_dedupe_decides_every_contest_without_changing_its_input() -> None:
+    """resolve's rule, given/expect: the smallest path wins; a winner that was a duplicate and was not
+    parsed this run is promoted (re-read; its outcome decides), one that was parsed is loaded as it is."""
+    import copy
+
+    from pipeline.engine.stages import _dedupe
+
+    claims = [
+        _claim("a", "b.md", "loaded", True),
+        _claim("a", "a.md", "duplicate", False),  # takes the URL back: promoted, b.md waits for the re-read
+        _claim("x", "z.md", "loaded", False),
+        _claim("x", "y.md", "duplicate", True),  # parsed this run: loaded now, z.md becomes the duplicate
+    ]
+    before = copy.deepcopy(claims)
+    decisions, promoted = _dedupe(claims)
+    assert claims == before
+    assert promoted == [("a.md", 7, None)]
+    assert list(decisions) == ["a.md", "y.md", "z.md"]
+    assert decisions["a.md"] is None
+    assert decisions["y.md"] is not None and (decisions["y.md"]["status"], decisions["y.md"]["reason"]) == (
+        "loaded",
+        None,
+    )
+    z = decisions["z.md"]
+    assert z is not None and (z["status"], z["reason"]) == ("duplicate", "duplicate_identity")
+    assert "'y.md'" in z["message"] and "_parsed" not in z

@@ -40,6 +40,16 @@ from pipeline.warehouse.commits import Snapshot, WriterLock
 
 Clock = Callable[[], datetime]
 OUTCOME_CHUNK = 20_000  # parsed outcomes are compacted into Arrow in chunks of this size
+# How many times resolve re-reads the new winners of contested identity URLs. A round promotes files
+# that lost their URL before and win it now (they have no staged rows, so they must be parsed). A
+# re-read file normally keeps its URL and the next round finds nothing to do; another round is needed
+# only when a re-read changes the contest (the file no longer parses, or holds another URL now). Five
+# bounds a pathological chain; a URL still contested after them fails the unique-key check, so
+# nothing wrong is published.
+PROMOTION_ROUNDS = 5
+# Re-reads number their parse batches from round x this, apart from the first parse's batch numbers
+# (a run parses far fewer than a million batches), so their staging files never share a name.
+REREAD_BATCH_BASE = 1_000_000
 
 
 def utc_now() -> datetime:
@@ -340,29 +350,18 @@ def resolve(state: State, services: Services) -> State:
         return paths, ledger.manifest(planned.kept, prev, work, ledger.to_table(list(decided.values())))
 
     parsed_paths, m = settle(parsed)
-    for round_no in range(1, 6):
+    for round_no in range(1, PROMOTION_ROUNDS + 1):
         claims = ledger.claims(m, parsed_paths)
         if not claims:
             break  # no identity URL is contested
-        promoted = _dedupe(claims, decided, ctx.run_id)
+        decisions, promoted = _dedupe(claims)
+        for path, row in decisions.items():
+            if row is None:
+                decided.pop(path, None)  # promoted: its parse outcome decides now
+            else:
+                decided[path] = row
         if promoted:
-            jobs = pa.table(
-                {
-                    "_path": [p for p, _, _ in promoted],
-                    "_size": pa.array([-1] * len(promoted), pa.int64()),
-                    "_mtime_ns": [t for _, t, _ in promoted],
-                    "_target": pa.nulls(len(promoted), pa.string()),
-                    "_etag": pa.array([e for _, _, e in promoted], pa.string()),
-                    "_old_sha": pa.nulls(len(promoted), pa.string()),
-                }
-            )
-            more = _parse_table(ctx, jobs, services, first_batch=round_no * 1_000_000)
-            staged = {t: parsed.staging.get(t, ()) + more.staging.get(t, ()) for t in {*parsed.staging, *more.staging}}
-            # A promoted file may have an earlier 'unchanged' outcome (same bytes after a touch): the
-            # re-read replaces it, or the manifest would hold the file twice (once as the old duplicate).
-            reread = pc.is_in(parsed.outcomes["source_path"], jobs["_path"])
-            earlier = parsed.outcomes.filter(pc.invert(reread))
-            parsed = Parsed(pa.concat_tables([earlier, more.outcomes]), staged)
+            parsed = _reread(ctx, parsed, promoted, services, round_no)
         parsed_paths, m = settle(parsed)
         if not promoted:
             break
@@ -377,39 +376,68 @@ def resolve(state: State, services: Services) -> State:
         tuple(sorted(losers)),
         tuple(sorted(touched)),
     )
-    stale = (
-        (
-            f"{len(held):,} changed file(s) could not be read; their previous versions stay published "
-            f"(the next run retries): {bounded_list(held)}",
-        )
-        if held
-        else ()
+    return state.timed("resolve", t0, resolved=out, parsed=out.parsed, warnings=state.warnings + _held_warning(held))
+
+
+def _held_warning(held: list[str]) -> tuple[str, ...]:
+    if not held:
+        return ()
+    return (
+        f"{len(held):,} changed file(s) could not be read; their previous versions stay published "
+        f"(the next run retries): {bounded_list(held)}",
     )
-    return state.timed("resolve", t0, resolved=out, parsed=out.parsed, warnings=state.warnings + stale)
 
 
-def _dedupe(claims: list[dict[str, Any]], decided: dict[str, dict[str, Any]], run_id: str) -> list[Any]:
-    """Decide every contested identity URL in ``decided``; returns (path, mtime, etag) of winners to parse."""
+Promoted = tuple[str, int, str | None]  # (path, mtime_ns, etag) of a file to re-read
+
+
+def _dedupe(claims: list[dict[str, Any]]) -> tuple[dict[str, dict[str, Any] | None], list[Promoted]]:
+    """Decide every contested identity URL: the smallest path wins, the other claimants are duplicates.
+
+    Returns the decisions, in the order they are made (path -> its manifest row, or None for a
+    promoted file, whose parse outcome decides), and the promoted files: winners that were
+    duplicates and were not parsed in this run, so they have no staged rows yet. ``claims`` is not
+    changed.
+    """
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in claims:
         groups.setdefault(r["article_id"], []).append(r)
-    promoted = []
+    decisions: dict[str, dict[str, Any] | None] = {}
+    promoted: list[Promoted] = []
     for rows in groups.values():
-        rows.sort(key=lambda r: path_order(r["source_path"]))
-        winner = rows[0]
-        parsed = winner.pop("_parsed")
-        for r in rows[1:]:
-            r.pop("_parsed")
+        ordered = sorted(rows, key=lambda r: path_order(r["source_path"]))
+        was_parsed = ordered[0]["_parsed"]
+        winner, *others = ({k: v for k, v in r.items() if k != "_parsed"} for r in ordered)
         if winner["status"] == "duplicate":
-            if not parsed:
-                decided.pop(winner["source_path"], None)  # its parse outcome decides now
+            if not was_parsed:
+                decisions[winner["source_path"]] = None
                 promoted.append((winner["source_path"], winner["mtime_ns"], winner.get("etag")))
                 continue
-            decided[winner["source_path"]] = {**winner, **ledger.problem_columns(None), "status": "loaded"}
-        for r in rows[1:]:
+            decisions[winner["source_path"]] = {**winner, **ledger.problem_columns(None), "status": "loaded"}
+        for r in others:
             problem = duplicate_identity(winner["source_path"])
-            decided[r["source_path"]] = {**r, "status": "duplicate", **ledger.problem_columns(problem)}
-    return promoted
+            decisions[r["source_path"]] = {**r, "status": "duplicate", **ledger.problem_columns(problem)}
+    return decisions, promoted
+
+
+def _reread(ctx: RunContext, parsed: Parsed, promoted: list[Promoted], services: Services, round_no: int) -> Parsed:
+    """PARSED with the promoted files parsed and added (each re-read replaces an earlier outcome of its file)."""
+    jobs = pa.table(
+        {
+            "_path": [p for p, _, _ in promoted],
+            "_size": pa.array([-1] * len(promoted), pa.int64()),
+            "_mtime_ns": [t for _, t, _ in promoted],
+            "_target": pa.nulls(len(promoted), pa.string()),
+            "_etag": pa.array([e for _, _, e in promoted], pa.string()),
+            "_old_sha": pa.nulls(len(promoted), pa.string()),
+        }
+    )
+    more = _parse_table(ctx, jobs, services, first_batch=round_no * REREAD_BATCH_BASE)
+    staged = {t: parsed.staging.get(t, ()) + more.staging.get(t, ()) for t in {*parsed.staging, *more.staging}}
+    # A promoted file may have an earlier 'unchanged' outcome (same bytes after a touch): the re-read
+    # replaces it, or the manifest would hold the file twice (once as the old duplicate).
+    earlier = parsed.outcomes.filter(pc.invert(pc.is_in(parsed.outcomes["source_path"], jobs["_path"])))
+    return Parsed(pa.concat_tables([earlier, more.outcomes]), staged)
 
 
 # --- build -----------------------------------------------------------------------------------
