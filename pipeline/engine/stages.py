@@ -443,57 +443,24 @@ def _reread(ctx: RunContext, parsed: Parsed, promoted: list[Promoted], services:
 # --- build -----------------------------------------------------------------------------------
 
 
+Files = list[tuple[str, int]]  # (path relative to the warehouse, rows) of one table's files
+
+
 def build(state: State, services: Services) -> State:
     """Write every table of the next snapshot: touched months merged on the fan-out engine, the rest referenced."""
     t0 = time.perf_counter()
     ctx, planned = state.ctx, state.need("plan")
     res: Resolved = state.need("resolved")
-    s, wh, sid, previous = ctx.settings, ctx.warehouse, ctx.run_id, ctx.previous
-    dead_url = tables.write_ids(ctx.staging, "dead.parquet", "article_id", res.dead)
-    losers_url = tables.write_ids(ctx.staging, "losers.parquet", "rel", res.losers)
-    groups = merge.month_groups(set(res.touched), ledger.articles_per_month(res.manifest), merge.MERGE_ARTICLES)
-    touched = set(res.touched)
-    files: dict[str, list[tuple[str, int]]] = {}
-    specs: list[merge.MergeSpec] = []
-    for table in schema.DOCUMENT_TABLES:
-        old = previous.files.get(table.name, []) if previous else []
-        files[table.name] = [
-            (rel, previous.file_rows[rel])
-            for rel in old
-            if previous and merge.part_of(rel) not in touched and merge.part_of(rel) != merge.EMPTY_PART
-        ]
-        staged = tuple(res.parsed.staging.get(table.name, ()))
-        for group in groups:
-            olds = tuple(wh.join(r) for r in old if merge.part_of(r) in group)
-            specs.append(
-                merge.MergeSpec(table.name, tuple(group), olds, staged, dead_url, losers_url, wh, sid, s.memory_limit)
-            )
-    for spec, written in zip(specs, services.fanout.merge(specs), strict=True):
-        files[spec.table].extend(written)
-    for table in schema.DOCUMENT_TABLES:
-        if not files[table.name]:
-            files[table.name] = [merge.write_empty(wh, table, sid)]
-        faults.kill_at(f"after_{table.name}")
+    sid, previous = ctx.run_id, ctx.previous
+    files = _document_files(ctx, res, services)
     parsed_count = int(res.parsed_paths.num_rows)
     rows = {t.name: sum(n for _, n in files[t.name]) for t in schema.DOCUMENT_TABLES}
-    if previous is None or res.dead or parsed_count:
-        con = merge.connect(wh, s.memory_limit)
-        try:
-            urls = {t: [wh.join(f) for f, _ in files[t]] for t in ("articles", "related_articles")}
-            providers = merge.derive_providers(con, urls["articles"], urls["related_articles"])
-        finally:
-            con.close()
-        files["providers"] = [merge.write_small(wh, schema.PROVIDERS, providers, sid)]
-    else:  # nothing changed since ``previous`` (which exists: see the condition above)
-        files["providers"] = [(rel, previous.file_rows[rel]) for rel in previous.files["providers"]]
+    files["providers"] = _provider_files(ctx, files, changed=previous is None or bool(res.dead) or bool(parsed_count))
     rows["providers"] = sum(n for _, n in files["providers"])
     counted = ledger.counts(res.manifest, planned.previous, res.parsed_paths, list(planned.unlisted))
     manifest_shape = (counted.pop("manifest_rows"), counted.pop("manifest_paths"))
     counts = {**planned.counts, **counted, "files_parsed": parsed_count}
-    previous_keys = tables.read(previous, "unknown_keys") if previous else None
-    unknown = ledger.unknown_keys(res.manifest, previous_keys, sid)
-    known = set(previous_keys.column("key_path").to_pylist()) if previous_keys is not None else set()
-    new_keys = tuple(sorted(set(unknown.column("key_path").to_pylist()) - known))
+    unknown, new_keys = _unknown_keys(previous, res.manifest, sid)
     rejects = ledger.rejects(res.manifest)
     load_run = {
         "run_id": sid,
@@ -506,16 +473,80 @@ def build(state: State, services: Services) -> State:
         "new_unknown_keys": list(new_keys),
         "snapshot_id": sid,
     }
-    previous_runs = tables.read(previous, "load_runs") if previous else None
-    runs = pa.concat_tables(
-        ([ledger.conform(previous_runs, schema.LOAD_RUNS)] if previous_runs is not None else [])
-        + [pa.Table.from_pylist([load_run], schema=schema.LOAD_RUNS.arrow_schema())]
-    )
-    small = {"source_files": res.manifest, "rejects": rejects, "unknown_keys": unknown, "load_runs": runs}
+    small = {
+        "source_files": res.manifest,
+        "rejects": rejects,
+        "unknown_keys": unknown,
+        "load_runs": _load_runs(previous, load_run),
+    }
     for name, data in small.items():
-        files[name] = [merge.write_small(wh, schema.table(name), data, sid)]
+        files[name] = [merge.write_small(ctx.warehouse, schema.table(name), data, sid)]
     out = Built({t: tuple(f) for t, f in files.items()}, rows, counts, manifest_shape, new_keys, load_run, rejects)
     return state.timed("build", t0, built=out)
+
+
+def _document_files(ctx: RunContext, res: Resolved, services: Services) -> dict[str, Files]:
+    """Each document table's files: untouched months referenced as they are, touched month groups
+    merged (previous rows minus the dead and the losers, plus this run's staged rows) on the fan-out."""
+    s, wh, previous = ctx.settings, ctx.warehouse, ctx.previous
+    touched = set(res.touched)
+    groups = merge.month_groups(touched, ledger.articles_per_month(res.manifest), merge.MERGE_ARTICLES)
+    dead_url = tables.write_ids(ctx.staging, "dead.parquet", "article_id", res.dead)
+    losers_url = tables.write_ids(ctx.staging, "losers.parquet", "rel", res.losers)
+    files: dict[str, Files] = {}
+    specs: list[merge.MergeSpec] = []
+    for table in schema.DOCUMENT_TABLES:
+        old = previous.files.get(table.name, []) if previous else []
+        files[table.name] = [
+            (rel, previous.file_rows[rel])
+            for rel in old
+            if previous and merge.part_of(rel) not in touched and merge.part_of(rel) != merge.EMPTY_PART
+        ]
+        staged = tuple(res.parsed.staging.get(table.name, ()))
+        for group in groups:
+            olds = tuple(wh.join(r) for r in old if merge.part_of(r) in group)
+            specs.append(
+                merge.MergeSpec(
+                    table.name, tuple(group), olds, staged, dead_url, losers_url, wh, ctx.run_id, s.memory_limit
+                )
+            )
+    for spec, written in zip(specs, services.fanout.merge(specs), strict=True):
+        files[spec.table].extend(written)
+    for table in schema.DOCUMENT_TABLES:
+        if not files[table.name]:
+            files[table.name] = [merge.write_empty(wh, table, ctx.run_id)]
+        faults.kill_at(f"after_{table.name}")
+    return files
+
+
+def _provider_files(ctx: RunContext, files: Mapping[str, Files], changed: bool) -> Files:
+    """The providers table: derived again from the new articles when anything changed, else the previous file."""
+    wh, previous = ctx.warehouse, ctx.previous
+    if not changed and previous is not None:
+        return [(rel, previous.file_rows[rel]) for rel in previous.files["providers"]]
+    con = merge.connect(wh, ctx.settings.memory_limit)
+    try:
+        urls = {t: [wh.join(f) for f, _ in files[t]] for t in ("articles", "related_articles")}
+        providers = merge.derive_providers(con, urls["articles"], urls["related_articles"])
+    finally:
+        con.close()
+    return [merge.write_small(wh, schema.PROVIDERS, providers, ctx.run_id)]
+
+
+def _unknown_keys(previous: Snapshot | None, manifest: pa.Table, run_id: str) -> tuple[pa.Table, tuple[str, ...]]:
+    """The unknown_keys table after this run, and the keys it saw first."""
+    previous_keys = tables.read(previous, "unknown_keys") if previous else None
+    unknown = ledger.unknown_keys(manifest, previous_keys, run_id)
+    known = set(previous_keys.column("key_path").to_pylist()) if previous_keys is not None else set()
+    return unknown, tuple(sorted(set(unknown.column("key_path").to_pylist()) - known))
+
+
+def _load_runs(previous: Snapshot | None, load_run: dict[str, Any]) -> pa.Table:
+    """The previous snapshot's load_runs with this run's row appended."""
+    row = pa.Table.from_pylist([load_run], schema=schema.LOAD_RUNS.arrow_schema())
+    if previous is None:
+        return row
+    return pa.concat_tables([ledger.conform(tables.read(previous, "load_runs"), schema.LOAD_RUNS), row])
 
 
 # --- check and publish ---------------------------------------------------------------------------
