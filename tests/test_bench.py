@@ -191,14 +191,15 @@ def test_the_changed_files_are_restored(bench_run: BenchRun) -> None:
 
 def test_the_usual_day_lies_in_the_newest_two_months(bench_run: BenchRun) -> None:
     corpus_dir = bench_run.out / f"corpus-{N}-seed7"
-    months = sorted({m for i in range(N) if (m := published_month(generate.document(i, N, 7)))})
+    docs = [generate.document(i, N, 7) for i in range(N)]
+    months = sorted({m for text in docs if (m := published_month(text))})
     day = usual_day_plan(corpus_dir, N, 7)
     assert day.months == tuple(months[-2:])
     assert (len(day.edited), day.new) == (1, 2)
-    assert all(published_month(generate.document(i, N, 7)) in day.months for i in day.edited)
+    assert all(published_month(docs[i]) in day.months for i in day.edited)
     new = [new_article(k, N, 7, day.months) for k in range(day.new)]
     assert all(published_month(text) in day.months for text in new)
-    urls = {line for i in range(N) for line in generate.document(i, N, 7).splitlines() if line.startswith("webUrl:")}
+    urls = {line for text in docs for line in text.splitlines() if line.startswith("webUrl:")}
     assert not urls & {line for text in new for line in text.splitlines() if line.startswith("webUrl:")}
 
 
