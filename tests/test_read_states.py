@@ -118,6 +118,68 @@ def test_byte_names_that_render_alike_get_distinct_source_paths(tmp_path: Path) 
     assert outcome_of(result, "x\\\\xff.md").status == "loaded"  # read through raw_name
 
 
+def hostile_tree(seeds: Path, outside: Path) -> None:
+    """Many folders (so that helper processes get some of them) holding every kind of entry discovery decides."""
+    outside.mkdir()
+    (outside / "secret.md").write_text(doc("https://h.example/outside"), encoding="utf-8")
+    for i in range(12):
+        folder = seeds / f"f{i:02d}" / "deeper"
+        folder.mkdir(parents=True)
+        for j in range(5):
+            (folder.parent / f"doc-{j}.md").write_text(doc(f"https://h.example/{i}/{j}"), encoding="utf-8")
+        (folder / "nested.txt").write_text(doc(f"https://h.example/{i}/nested"), encoding="utf-8")
+        (folder.parent / ".hidden.md").write_text("hidden", encoding="utf-8")
+        (folder.parent / "notes.json").write_text("{}", encoding="utf-8")
+        os.symlink(folder.parent / "doc-0.md", folder.parent / "link-inside.md")
+        os.symlink(outside / "secret.md", folder.parent / "link-outside.md")
+        os.mkfifo(folder.parent / "pipe.md")
+        with open(os.path.join(os.fsencode(folder.parent), b"bad\xff.md"), "wb") as fh:
+            fh.write(b"x")
+        (folder.parent / "back\\slash.md").write_text(doc(f"https://h.example/{i}/bs"), encoding="utf-8")
+        os.symlink(outside, folder.parent / "linked-folder")
+    os.utime(seeds / "f03" / "doc-1.md", ns=(0, FAR_FUTURE_NS))
+
+
+def discovered(found: Any) -> tuple[Any, ...]:
+    return (
+        found.table().to_pylist(),
+        [(r.rel, r.problem) for r in found.refused],
+        [(r.rel, r.problem) for r in found.unlisted],
+    )
+
+
+@pytest.mark.parametrize("helpers", ["started", "broken"])
+def test_discovery_with_helper_processes_finds_what_one_process_finds(
+    helpers: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Folders listed by the parse pool's processes (started ones, or a pool that broke: this process
+    lists the rest) give the same files, refusals and unlisted folders as a walk in one process."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from pipeline import faults
+    from pipeline.engine.parse import IsolatingPool
+
+    seeds = tmp_path / "seeds"
+    hostile_tree(seeds, tmp_path / "outside")
+    monkeypatch.setenv(faults.LIST_ERROR, "f07/")  # spawned helpers inherit it: an unlisted folder
+    alone = discovered(discover(Location.parse(str(seeds)), PATTERNS))
+    pool = IsolatingPool(2)
+    try:
+        executor = pool.helpers()
+        if helpers == "started":
+            assert executor.submit(os.getpid).result() != os.getpid()
+        else:
+            with pytest.raises(BrokenProcessPool):
+                executor.submit(os._exit, 1).result()
+        shared = discovered(discover(Location.parse(str(seeds)), PATTERNS, executor))
+    finally:
+        pool.close()
+    assert shared == alone
+    files, refused, unlisted = alone
+    assert len(files) == 11 * 8 and [u for u, _ in unlisted] == ["f07/"]  # 11 listed folders, 8 loadable files each
+    assert {p.reason for _, p in refused} == {"link_outside_seeds", "not_regular_file", "bad_file_name"}
+
+
 # --- times ----------------------------------------------------------------------------------------
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, Protocol
 
 from pipeline.engine.parse import BatchResult, BatchSpec, IsolatingPool, isolated_batch
@@ -23,6 +23,11 @@ Written = list[tuple[str, int]]
 
 
 class Fanout(Protocol):
+    def helpers(self) -> Executor | None:
+        """Processes on this machine that may share local work before the parse (listing a local
+        seeds folder), or None."""
+        ...
+
     def parse(self, specs: Iterable[BatchSpec], on_done: Progress | None = None) -> Iterator[BatchResult]:
         """Run parse batches; yield results as they finish (any order)."""
         ...
@@ -49,6 +54,9 @@ class LocalFanout:
             yield from self.pool.run(specs, on_done)
         finally:
             self.pool.close()  # no idle worker processes outlive the parse (or hold a killed run's pipes)
+
+    def helpers(self) -> Executor | None:
+        return self.pool.helpers()
 
     def merge(self, specs: list[MergeSpec]) -> list[Written]:
         """On threads sharing one DuckDB database: one memory budget, staging metadata read once."""
@@ -115,6 +123,10 @@ class DaskFanout:
             if on_done:
                 on_done(len(spec.jobs))
             yield result
+
+    def helpers(self) -> Executor | None:
+        """None: the cluster's workers may be on other machines."""
+        return None
 
     def merge(self, specs: list[MergeSpec]) -> list[Written]:
         futures = [self.client.submit(merge_group, s, pure=False) for s in specs]

@@ -218,7 +218,7 @@ def plan(state: State, services: Services) -> State:
     t0 = time.perf_counter()
     ctx = state.ctx
     prev = _previous_manifest(ctx)
-    found = discover(ctx.seeds, ctx.settings.patterns)
+    found = discover(ctx.seeds, ctx.settings.patterns, services.fanout.helpers() if ctx.seeds.local else None)
     if not ctx.seeds.local and not (found.count or found.refused or found.unlisted):
         raise ConfigError(
             f"{ctx.seeds.url} holds no objects: check the URL (an empty prefix is refused, "

@@ -20,6 +20,7 @@ import contextlib
 import os
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Executor
 from contextvars import ContextVar
 from typing import Any
 
@@ -119,6 +120,11 @@ class PrefectFanout:
             )
             self._runner = runner.__enter__()
         return self._runner
+
+    def helpers(self) -> Executor | None:
+        """None: the cluster starts at the first batch (a no-op run starts none), and its workers
+        may be on other machines."""
+        return None
 
     def _submit(self, fn: Any, spec: Any) -> Any:
         runner = self._started()

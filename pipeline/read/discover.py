@@ -37,7 +37,8 @@ import re
 import stat
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from stat import S_ISREG
 from typing import NamedTuple, TypeVar
@@ -83,6 +84,9 @@ FOUND_SCHEMA = pa.schema(
         ("etag", pa.string()),
     ]
 )
+Columns = tuple[list[str], list[int], list[int]]
+HELPER_PINGS = 2  # helper processes asked whether they have started
+FOLDERS_PER_HELPER = 2  # folders in flight per started helper: one listed, one waiting
 FOUND_CHUNK = 64 * 1024  # found files held as Python tuples before they are compacted into Arrow
 
 
@@ -105,6 +109,12 @@ class Discovery:
         self.count += len(found)
         if len(self._pending) >= FOUND_CHUNK:
             self._compact()
+
+    def add_batch(self, batch: pa.RecordBatch) -> None:
+        """Found files already in Arrow (``FOUND_SCHEMA``)."""
+        if batch.num_rows:
+            self._batches.append(batch)
+            self.count += batch.num_rows
 
     def _compact(self) -> None:
         if self._pending:
@@ -183,9 +193,12 @@ def _matches(name: str, patterns: tuple[str, ...]) -> bool:
     return _matcher(patterns)(name) is not None
 
 
-def discover(root: Location, patterns: tuple[str, ...]) -> Discovery:
-    """All matching files under ``root`` in byte order of their relative paths."""
-    out = _discover_objects(root, patterns) if isinstance(root, ObjectPrefix) else _discover_local(root.root, patterns)
+def discover(root: Location, patterns: tuple[str, ...], helpers: Executor | None = None) -> Discovery:
+    """All matching files under ``root`` in byte order of their relative paths (``helpers``: see ``_discover_local``)."""
+    if isinstance(root, ObjectPrefix):
+        out = _discover_objects(root, patterns)
+    else:
+        out = _discover_local(root.root, patterns, helpers)
     out.refused.sort(key=lambda r: r.rel)
     out.unlisted.sort(key=lambda r: r.rel)
     return out
@@ -203,59 +216,135 @@ def _unlisted(rel: str, exc: BaseException) -> Refused:
     )
 
 
-def _discover_local(root: str, patterns: tuple[str, ...]) -> Discovery:
-    real_root = seeds.real_path(root)
-    out = Discovery()
-    stack = [("", real_root)]
-    while stack:
-        prefix, folder = stack.pop()
+def _no_files() -> pa.RecordBatch:
+    return pa.RecordBatch.from_pylist([], schema=FOUND_SCHEMA)
 
-        def listing(prefix: str = prefix, folder: str = folder) -> list[os.DirEntry[str]]:
-            faults.list_error(prefix)
-            return seeds.scan(folder)
 
-        try:
-            entries = _retry(listing)
-        except OSError as exc:
-            if not prefix:
-                raise  # the seeds folder itself: the run fails (and is retried), nothing is deleted
-            out.unlisted.append(_unlisted(shown_name(prefix), exc))
-            continue
-        match = _matcher(patterns)
-        found: list[Found] = []
-        for entry in entries:
-            name = entry.name
-            if name[0] == ".":
-                continue
-            rel = prefix + name  # the OS name; shown_name() of it is what rows hold
-            try:
-                is_dir = entry.is_dir(follow_symlinks=False)
-            except OSError:
-                is_dir = False
-            if is_dir:
-                stack.append((f"{rel}/", entry.path))
-            elif match(name) is not None:
-                item = _regular(entry, rel) or _refusing_errors(entry, rel, real_root)
-                if isinstance(item, Found):
-                    found.append(item)
-                else:
-                    out.refused.append(item)
-        out.extend(found)
+@dataclass
+class Listed:
+    """One local folder's listing, made in any process (so it is plain, picklable data)."""
+
+    prefix: str  # the folder, '/'-terminated, relative to the seeds root ('' for the root)
+    files: pa.RecordBatch = field(default_factory=_no_files)  # plain regular files, as Arrow (one buffer to pickle)
+    folders: list[tuple[str, str]] = field(default_factory=list)  # sub-folders: (prefix, OS path)
+    found: list[Found] = field(default_factory=list)  # odd entries that load (links inside the root)
+    refused: list[Refused] = field(default_factory=list)
+    error: OSError | None = None  # the folder could not be listed
+
+
+def list_folder(real_root: str, prefix: str, folder: str, patterns: tuple[str, ...]) -> Listed:
+    """One folder, not recursive: what it holds, each entry decided."""
+
+    def listing() -> list[os.DirEntry[str]]:
+        faults.list_error(prefix)
+        return seeds.scan(folder)
+
+    try:
+        entries = _retry(listing)
+    except OSError as exc:
+        return Listed(prefix, error=exc)
+    (paths, sizes, mtimes), folders, odd = _scan(entries, prefix, _matcher(patterns))
+    nulls = pa.nulls(len(paths), pa.string())
+    arrays = [pa.array(paths, pa.string()), pa.array(sizes, pa.int64()), pa.array(mtimes, pa.int64()), nulls, nulls]
+    out = Listed(prefix, pa.RecordBatch.from_arrays(arrays, schema=FOUND_SCHEMA), folders)
+    for entry, rel in odd:
+        item = _refusing_errors(entry, rel, real_root)
+        if isinstance(item, Found):
+            out.found.append(item)
+        else:
+            out.refused.append(item)
     return out
 
 
-def _regular(entry: os.DirEntry[str], rel: str) -> Found | None:
-    """The common case, fast: a regular file (not a link) with a plain name and an int64 mtime;
-    None for anything else (``_classify`` decides those)."""
-    if "\\" in rel or not (rel.isascii() or utf8(rel)):
-        return None
+def _discover_local(root: str, patterns: tuple[str, ...], helpers: Executor | None = None) -> Discovery:
+    """Walk the seeds folder. With ``helpers`` (processes on this machine), folders are listed by
+    them and by this process at once: listing is one ``stat`` per file and Python-bound, so on a
+    million files a single core spends seconds on it."""
+    real_root = seeds.real_path(root)
+    out = Discovery()
+    todo = [("", real_root)]
+    running: dict[Future[Listed], tuple[str, str]] = {}
+
+    def take(listed: Listed) -> None:
+        if listed.error is not None:
+            if not listed.prefix:
+                raise listed.error  # the seeds folder itself: the run fails (and is retried), nothing is deleted
+            out.unlisted.append(_unlisted(shown_name(listed.prefix), listed.error))
+            return
+        out.add_batch(listed.files)
+        for item in listed.found:
+            out.add(item)
+        out.refused += listed.refused
+        todo.extend(listed.folders)
+
+    # A helper gets folders once it has answered a ping: until then (a process start takes ~0.2 s)
+    # a folder handed to it would wait while this process could have listed it.
     try:
-        st = entry.stat(follow_symlinks=False)  # a symbolic link is not S_ISREG: _classify takes it
-    except OSError:
-        return None
-    if not S_ISREG(st.st_mode) or not INT64_MIN <= st.st_mtime_ns <= INT64_MAX:
-        return None
-    return Found(rel, st.st_size, st.st_mtime_ns)
+        pings = [helpers.submit(os.getpid) for _ in range(HELPER_PINGS)] if helpers is not None else []
+    except BrokenProcessPool:
+        pings, helpers = [], None
+    while todo or running:
+        ready = sum(p.done() and not p.exception() for p in pings)
+        while helpers is not None and len(todo) > 1 and len(running) < FOLDERS_PER_HELPER * ready:
+            folder = todo.pop()
+            try:
+                running[helpers.submit(list_folder, real_root, *folder, patterns)] = folder
+            except BrokenProcessPool:
+                todo.append(folder)
+                helpers = None  # the helpers are gone: this process lists the rest
+        if todo:
+            take(list_folder(real_root, *todo.pop(), patterns))
+            done = [f for f in running if f.done()]
+        else:
+            done = list(wait(running, return_when=FIRST_COMPLETED).done)
+        for fut in done:
+            folder = running.pop(fut)
+            try:
+                listed = fut.result()
+            except BrokenProcessPool:
+                listed, helpers = list_folder(real_root, *folder, patterns), None
+            take(listed)
+    return out
+
+
+def _scan(
+    entries: list[os.DirEntry[str]], prefix: str, match: Callable[[str], re.Match[str] | None]
+) -> tuple[Columns, list[tuple[str, str]], list[tuple[os.DirEntry[str], str]]]:
+    """One folder's entries: plain regular files as columns (path, size, mtime), sub-folders to
+    walk, and the odd entries (links, odd names, failed stats, times beyond int64) that
+    ``_classify`` decides. The plain case is inlined: it runs once per file of a million-file folder."""
+    paths: list[str] = []
+    sizes: list[int] = []
+    mtimes: list[int] = []
+    folders: list[tuple[str, str]] = []
+    odd: list[tuple[os.DirEntry[str], str]] = []
+    plain_prefix = "\\" not in prefix and (prefix.isascii() or utf8(prefix))
+    for entry in entries:
+        name = entry.name
+        if name[0] == ".":
+            continue
+        rel = prefix + name  # the OS name; shown_name() of it is what rows hold
+        try:
+            is_dir = entry.is_dir(follow_symlinks=False)
+        except OSError:
+            is_dir = False
+        if is_dir:
+            folders.append((f"{rel}/", entry.path))
+            continue
+        if match(name) is None:
+            continue
+        if plain_prefix and "\\" not in name and (name.isascii() or utf8(name)):
+            try:
+                st = entry.stat(follow_symlinks=False)  # a symbolic link is not S_ISREG: _classify takes it
+            except OSError:
+                st = None
+            if st is not None and S_ISREG(st.st_mode) and INT64_MIN <= st.st_mtime_ns <= INT64_MAX:
+                paths.append(rel)
+                sizes.append(st.st_size)
+                mtimes.append(st.st_mtime_ns)
+                continue
+        odd.append((entry, rel))
+    return (paths, sizes, mtimes), folders, odd
 
 
 def _refusing_errors(entry: os.DirEntry[str], rel: str, real_root: str) -> Found | Refused:
