@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pipeline import schema
 from pipeline.read.normalize import article_id
@@ -637,3 +639,40 @@ def test_dedupe_decides_every_contest_without_changing_its_input() -> None:
     z = decisions["z.md"]
     assert z is not None and (z["status"], z["reason"]) == ("duplicate", "duplicate_identity")
     assert "'y.md'" in z["message"] and "_parsed" not in z
+
+
+manifest_rows = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b", "c", "d", None]),  # identity URLs collide often; a reject may have none
+        st.sampled_from(["loaded", "duplicate", "rejected", "unchanged"]),
+        st.booleans(),  # parsed this run
+    ),
+    max_size=25,
+)
+
+
+@given(manifest_rows)
+def test_claims_are_every_row_of_each_contested_identity(rows: list[tuple[str | None, str, bool]]) -> None:
+    """ledger.claims against the rule written out: among loaded and duplicate rows, every row of an
+    identity URL held by more than one file or by a file marked duplicate, in (URL, path) order."""
+    import pyarrow as pa
+
+    from pipeline.warehouse import ledger
+
+    table = [
+        ledger.row(f"p{i:02d}.md", 1, 7, "s", status, "r", article_id=url) for i, (url, status, _) in enumerate(rows)
+    ]
+    parsed = {f"p{i:02d}.md" for i, (_, _, was) in enumerate(rows) if was}
+    claiming = [r for r in table if r["status"] in ("loaded", "duplicate")]
+    groups: dict[str | None, list[dict[str, Any]]] = {}
+    for r in claiming:
+        groups.setdefault(r["article_id"], []).append(r)
+    contested = {u for u, g in groups.items() if len(g) > 1 or any(r["status"] == "duplicate" for r in g)}
+    expected = sorted(
+        ({**r, "_parsed": r["source_path"] in parsed} for r in claiming if r["article_id"] in contested),
+        key=lambda r: (r["article_id"] is None, r["article_id"] or "", r["source_path"]),
+    )
+    got = ledger.claims(ledger.to_table(table), pa.table({"source_path": pa.array(sorted(parsed), pa.string())}))
+    assert [(r["article_id"], r["source_path"], r["status"], r["_parsed"]) for r in got] == [
+        (r["article_id"], r["source_path"], r["status"], r["_parsed"]) for r in expected
+    ]
