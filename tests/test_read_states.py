@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,77 @@ def test_discovery_with_helper_processes_finds_what_one_process_finds(
     files, refused, unlisted = alone
     assert len(files) == 11 * 8 and [u for u, _ in unlisted] == ["f07/"]  # 11 listed folders, 8 loadable files each
     assert {p.reason for _, p in refused} == {"link_outside_seeds", "not_regular_file", "bad_file_name"}
+
+
+def test_workers_get_the_environment_and_folder_of_their_pool_not_of_the_fork_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers are forked from a server started with the environment of its first use; a later pool's
+    workers still see the environment (fault points, credentials) and working folder of that pool's start."""
+    from pipeline.engine.parse import IsolatingPool
+
+    mark = "PIPELINE_TEST_WORKER_MARK"
+    monkeypatch.delenv(mark, raising=False)
+    first = IsolatingPool(1)
+    try:
+        assert first.helpers().submit(os.getenv, mark).result() is None  # the fork server runs from here on
+    finally:
+        first.close()
+    monkeypatch.setenv(mark, "set after the server started")
+    monkeypatch.chdir(tmp_path)
+    second = IsolatingPool(1)
+    try:
+        executor = second.helpers()
+        assert executor.submit(os.getenv, mark).result() == "set after the server started"
+        assert executor.submit(os.getcwd).result() == str(tmp_path)
+    finally:
+        second.close()
+
+
+POOL_THEN_SLEEP = """
+import os, sys, time
+from pipeline.engine.parse import IsolatingPool
+pool = IsolatingPool(2)
+executor = pool.helpers()
+pids = {executor.submit(os.getpid).result() for _ in range(20)}
+print(" ".join(map(str, sorted(pids))), flush=True)
+time.sleep(600)
+"""
+
+
+def test_workers_and_their_fork_server_end_when_the_run_is_killed() -> None:
+    """A run killed with SIGKILL (no clean-up) leaves no parser process behind: each worker watches the
+    process that made its pool, not its own parent (the fork server, which outlives nothing)."""
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-c", POOL_THEN_SLEEP], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert proc.stdout is not None
+        workers = [int(p) for p in proc.stdout.readline().split()]
+        assert workers
+        children = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        servers = [int(p) for p in children]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    left = set(workers) | set(servers)
+    for _ in range(300):  # a bound for a stuck test, not a timing assertion: they go within ms
+        left = {p for p in left if _alive(p)}
+        if not left:
+            break
+        time.sleep(0.1)
+    assert not left, f"processes left after the run was killed: {sorted(left)}"
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie awaiting its parent counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 # --- times ----------------------------------------------------------------------------------------
