@@ -177,3 +177,17 @@ def test_failed_run_makes_status_unhealthy(load, seeds: Path, warehouse: Path) -
     assert info["last_failure"]["run_id"] == found.group(1)
     assert f"stage build of run {found.group(1)} failed" in info["last_failure"]["error"]
     assert info["last_failure"]["stage"] == "build"  # a field of the record, not only words in the message
+
+
+def test_a_run_started_beside_another_pipeline_package_imports_its_own(seeds: Path, tmp_path: Path) -> None:
+    """The parser processes import the installed package, never a `pipeline/` that happens to sit in the
+    folder the run was started in (Python 3.11's fork server puts its working folder first on its path)."""
+    project = tmp_path / "project"
+    (project / "pipeline").mkdir(parents=True)
+    (project / "pipeline" / "__init__.py").write_text('raise SystemExit("the wrong pipeline package was imported")\n')
+    command = [str(Path(sys.executable).with_name("pipeline")), "run", "--seeds", str(seeds)]
+    command += ["--warehouse", str(tmp_path / "warehouse"), "--orchestrator", "none", "--format", "json", "--quiet"]
+    proc = subprocess.run(command, cwd=project, env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    files = json.loads(proc.stdout)["files"]
+    assert files["loaded"] == files["seen"] == sum(1 for p in seeds.rglob("*") if p.is_file()), files

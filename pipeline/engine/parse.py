@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import secrets
 import select
+import sys
 import threading
 import time
 import weakref
@@ -289,6 +290,9 @@ def _worker_init(parent: int, environ: dict[str, str], cwd: str | None) -> None:
     threading.Thread(target=_exit_when_gone, args=(parent,), daemon=True).start()
 
 
+_SERVER_LOCK = threading.Lock()
+
+
 def _context() -> multiprocessing.context.BaseContext:
     """Worker processes are forked from a fork server that has imported this module once.
 
@@ -301,8 +305,34 @@ def _context() -> multiprocessing.context.BaseContext:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload([__name__])
+    with _SERVER_LOCK:
+        ctx.set_forkserver_preload([__name__])
+        _start_server()
     return ctx
+
+
+def _start_server() -> None:
+    """Start the fork server (if it is not running) with this process's module path.
+
+    Python 3.11's server ignores the path it is given and imports its preload with its working
+    folder first (``-c``): started in a folder that holds a ``pipeline/`` of its own, it would
+    import that one. It is started with this process's ``sys.path`` as ``PYTHONPATH`` and
+    ``PYTHONSAFEPATH`` set, so it finds every module where this process found it.
+    """
+    from multiprocessing import forkserver
+
+    path = [p or _cwd() or "" for p in sys.path]
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "PYTHONSAFEPATH")}
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
+    os.environ["PYTHONSAFEPATH"] = "1"
+    try:
+        forkserver.ensure_running()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _cwd() -> str | None:
