@@ -677,3 +677,33 @@ def test_claims_are_every_row_of_each_contested_identity(rows: list[tuple[str | 
     assert [(r["article_id"], r["source_path"], r["status"], r["_parsed"]) for r in got] == [
         (r["article_id"], r["source_path"], r["status"], r["_parsed"]) for r in expected
     ]
+
+
+listings = st.dictionaries(
+    st.sampled_from([f"f{i:02d}.md" for i in range(12)]), st.tuples(st.integers(1, 3), st.integers(1, 3)), max_size=12
+)
+
+
+@given(listings, listings, st.randoms(use_true_random=False))
+def test_plan_reads_new_and_changed_files_in_path_order_whatever_the_listing_order(
+    previous: dict[str, tuple[int, int]], listed: dict[str, tuple[int, int]], rnd: Any
+) -> None:
+    """ledger.plan against the rule written out, on a listing in any order (the plan does not sort it):
+    keep the previous rows whose size and mtime match, read the rest in path order, count the gone."""
+    import pyarrow as pa
+
+    from pipeline.read.discover import FOUND_SCHEMA
+    from pipeline.warehouse import ledger
+
+    names = sorted(previous)  # the previous manifest, in path order: row positions
+    prev = ledger.to_table([ledger.row(p, *previous[p], "s", "loaded", "r", article_id=p) for p in names])
+    rows = list(listed.items())
+    rnd.shuffle(rows)
+    nulls = pa.nulls(len(rows), pa.string())
+    listing = {"source_path": [p for p, _ in rows], "size": [s for _, (s, _) in rows]}
+    listing |= {"mtime_ns": [m for _, (_, m) in rows], "_target": nulls, "etag": nulls}
+    disc = pa.table(listing, schema=FOUND_SCHEMA)
+    kept, to_read, deleted, unlisted_kept = ledger.plan(prev, disc, [], [], 10**6)
+    assert sorted(kept.column("_row").to_pylist()) == [i for i, p in enumerate(names) if listed.get(p) == previous[p]]
+    assert to_read.column("_path").to_pylist() == sorted(p for p in listed if listed[p] != previous.get(p))
+    assert (deleted, unlisted_kept) == (len(set(previous) - set(listed)), 0)

@@ -224,7 +224,7 @@ def plan(state: State, services: Services) -> State:
             f"{ctx.seeds.url} holds no objects: check the URL (an empty prefix is refused, "
             "so that a typo never empties the warehouse)"
         )
-    discovered = found.table()
+    discovered = found.table(ordered=False)  # ledger.plan orders what it returns
     unlisted = [u.rel for u in found.unlisted]
     kept, to_read, deleted, unlisted_kept = ledger.plan(
         prev, discovered, [r.rel for r in found.refused], unlisted, ctx.settings.max_file_bytes

@@ -123,12 +123,13 @@ class Discovery:
             self._batches.append(pa.RecordBatch.from_arrays(arrays, schema=FOUND_SCHEMA))
             self._pending = []
 
-    def table(self) -> pa.Table:
-        """Every found file, sorted by path in byte order (``path_order``)."""
+    def table(self, ordered: bool = True) -> pa.Table:
+        """Every found file, sorted by path in byte order (``path_order``), or in no particular order
+        (``ordered=False``: a plan joins them by path, and a sort of a million paths costs ~0.4 s)."""
         self._compact()
         found = pa.Table.from_batches(self._batches, schema=FOUND_SCHEMA)
         self._batches = []
-        if found.num_rows < 2:
+        if found.num_rows < 2 or not ordered:
             return found
         # Arrow orders strings by their UTF-8 bytes, which is path_order.
         return found.take(pc.sort_indices(found, sort_keys=[("source_path", "ascending")]))
