@@ -83,6 +83,27 @@ def test_each_declared_check_catches_its_violation(
     pq.write_table(brk(data), broken)
     failures = checks.table_checks(wh, {**files, table: [str(broken)]}, "256MB")
     assert expected in failures, failures  # (a changed id also orphans child rows: other lines may follow)
+    # Every other table as a previous snapshot checked them: the checks that read this one still run ...
+    others = {t.name for t in schema.TABLES} - {table}
+    assert expected in checks.table_checks(wh, {**files, table: [str(broken)]}, "256MB", unchanged=others)
+    # ... and a check whose every table is unchanged is not run again (so a no-op checks only load_runs).
+    assert checks.table_checks(wh, {**files, table: [str(broken)]}, "256MB", unchanged=others | {table}) == []
+
+
+def test_a_no_op_run_checks_only_load_runs(tmp_path: Path) -> None:
+    """A no-op's snapshot names the previous snapshot's files for every table but load_runs, and both
+    commits record the same checks: the check stage runs only the checks of load_runs."""
+    seeds = tmp_path / "seeds"
+    shutil.copytree(SEEDS, seeds)
+    run_pipeline(seeds, tmp_path / "warehouse")
+    run_pipeline(seeds, tmp_path / "warehouse")
+    wh = Location.parse(str(tmp_path / "warehouse"))
+    newest = commits.require_newest(wh)
+    previous = commits.read_version(wh, newest.version - 1)
+    assert previous is not None and newest.meta["checks"] == previous.meta["checks"] == checks.DIGEST
+    unchanged = checks.unchanged_tables(newest.files, previous.files)
+    assert unchanged == {t.name for t in schema.TABLES} - {"load_runs"}
+    assert {c.table for c in checks.CHECKS if not c.tables() <= unchanged} == {"load_runs"}
 
 
 def test_accepted_reasons_are_the_registry() -> None:

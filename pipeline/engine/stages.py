@@ -577,9 +577,13 @@ def check(state: State, services: Services) -> State:
     """Post-load checks on the built snapshot; any failure keeps the previous snapshot."""
     t0 = time.perf_counter()
     built: Built = state.need("built")
-    wh = state.ctx.warehouse
+    wh, previous = state.ctx.warehouse, state.ctx.previous
     urls = {t: [wh.join(f) for f, _ in entries] for t, entries in built.files.items()}
-    failures = checks.run_checks(wh, urls, dict(built.counts), built.manifest_shape, state.ctx.settings.memory_limit)
+    unchanged: frozenset[str] = frozenset()
+    if previous is not None and previous.meta.get("checks") == checks.DIGEST:
+        unchanged = checks.unchanged_tables({t: [f for f, _ in e] for t, e in built.files.items()}, previous.files)
+    memory = state.ctx.settings.memory_limit
+    failures = checks.run_checks(wh, urls, dict(built.counts), built.manifest_shape, memory, unchanged)
     if failures:
         raise ChecksFailed("post-load checks failed, previous snapshot kept: " + "; ".join(failures))
     return state.timed("check", t0)
@@ -600,7 +604,7 @@ def publish(state: State, services: Services) -> State:
         ctx.run_id,
         commits.next_version(ctx.previous),
         {t: list(f) for t, f in built.files.items()},
-        {"run_id": ctx.run_id, "rows": dict(built.rows)},
+        {"run_id": ctx.run_id, "rows": dict(built.rows), "checks": checks.DIGEST},
         lock=services.lock,
     )
     faults.kill_at("after_commit")
