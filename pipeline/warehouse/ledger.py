@@ -182,32 +182,38 @@ def plan(
         false)
     """
     under = _under(unlisted)
-    tables = {"prev": prev, "disc": discovered}
-    kept = _arrow(
-        f"""SELECT p._row FROM prev p JOIN disc d ON p.source_path = d.source_path WHERE {same}
-            UNION ALL
-            SELECT p._row FROM prev p WHERE {under} AND NOT ends_with(p.source_path, '/')""",
+    # One join of the listing with the previous manifest, each row tagged (three joins of 1M rows cost
+    # ~0.6 s of a no-op): PLAN_KEPT and PLAN_READ for listed files; for the previous rows not listed,
+    # PLAN_UNLISTED (kept and counted: under a folder that could not be listed), PLAN_UNLISTED_REFUSED
+    # (kept, not counted), PLAN_GONE (deleted), PLAN_NONE (a folder's own row, or a refused file).
+    tagged = _arrow(
+        f"""SELECT p._row, d.source_path AS _path, d.size AS _size, d.mtime_ns AS _mtime_ns, d._target,
+                   d.etag AS _etag, p.source_sha256 AS _old_sha,
+                   CASE WHEN d.source_path IS NOT NULL THEN
+                             CASE WHEN p.source_path IS NOT NULL AND {same} THEN {PLAN_KEPT} ELSE {PLAN_READ} END
+                        WHEN ends_with(p.source_path, '/') THEN {PLAN_NONE}
+                        WHEN {under} THEN CASE WHEN p.source_path IN (SELECT source_path FROM refused)
+                                               THEN {PLAN_UNLISTED_REFUSED} ELSE {PLAN_UNLISTED} END
+                        WHEN p.source_path IN (SELECT source_path FROM refused) THEN {PLAN_NONE}
+                        ELSE {PLAN_GONE} END::TINYINT AS _what
+            FROM prev p FULL OUTER JOIN disc d ON p.source_path = d.source_path""",
         prev=numbered(prev),
         disc=discovered,
-    )
-    to_read = _arrow(
-        f"""SELECT d.source_path AS _path, d.size AS _size, d.mtime_ns AS _mtime_ns, d._target,
-                   d.etag AS _etag, p.source_sha256 AS _old_sha
-            FROM disc d LEFT JOIN prev p ON p.source_path = d.source_path
-            WHERE p.source_path IS NULL OR NOT ({same})
-            ORDER BY d.source_path""",
-        **tables,
-    )
-    gone = _rows(
-        f"""SELECT count(*) FILTER (WHERE NOT {under}), count(*) FILTER (WHERE {under})
-            FROM prev p
-            WHERE NOT ends_with(p.source_path, '/')
-              AND p.source_path NOT IN (SELECT source_path FROM disc)
-              AND p.source_path NOT IN (SELECT source_path FROM refused)""",
-        **tables,
         refused=_paths(refused),
-    )[0]
-    return kept, to_read, int(gone[0]), int(gone[1])
+    )
+    what = tagged.column("_what")
+    kept_tags = pa.array([PLAN_KEPT, PLAN_UNLISTED, PLAN_UNLISTED_REFUSED], pa.int8())
+    kept = tagged.filter(pc.is_in(what, kept_tags)).select(["_row"])
+    to_read = tagged.filter(pc.equal(what, PLAN_READ)).select(list(PLAN_READ_COLUMNS))
+    if to_read.num_rows > 1:
+        to_read = to_read.take(pc.sort_indices(to_read, sort_keys=[("_path", "ascending")]))
+    counted = pc.value_counts(what).to_pylist()
+    tally = {int(c["values"]): int(c["counts"]) for c in counted}
+    return kept, to_read, tally.get(PLAN_GONE, 0), tally.get(PLAN_UNLISTED, 0)
+
+
+PLAN_KEPT, PLAN_READ, PLAN_UNLISTED, PLAN_UNLISTED_REFUSED, PLAN_GONE, PLAN_NONE = range(6)
+PLAN_READ_COLUMNS = ("_path", "_size", "_mtime_ns", "_target", "_etag", "_old_sha")
 
 
 def numbered(prev: pa.Table) -> pa.Table:
