@@ -192,9 +192,9 @@ def plan(
                    CASE WHEN d.source_path IS NOT NULL THEN
                              CASE WHEN p.source_path IS NOT NULL AND {same} THEN {PLAN_KEPT} ELSE {PLAN_READ} END
                         WHEN ends_with(p.source_path, '/') THEN {PLAN_NONE}
-                        WHEN {under} THEN CASE WHEN p.source_path IN (SELECT source_path FROM refused)
-                                               THEN {PLAN_UNLISTED_REFUSED} ELSE {PLAN_UNLISTED} END
-                        WHEN p.source_path IN (SELECT source_path FROM refused) THEN {PLAN_NONE}
+                        WHEN p.source_path IN (SELECT source_path FROM refused) THEN
+                             CASE WHEN {under} THEN {PLAN_UNLISTED_REFUSED} ELSE {PLAN_NONE} END
+                        WHEN {under} THEN {PLAN_UNLISTED}
                         ELSE {PLAN_GONE} END::TINYINT AS _what
             FROM prev p FULL OUTER JOIN disc d ON p.source_path = d.source_path""",
         prev=numbered(prev),
