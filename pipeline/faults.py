@@ -31,6 +31,8 @@ KILL_POINTS = (
     "after_delta",  # Delta logs updated, catalog and current not yet
 )
 
+WORKER_KILL_POINTS = ("in_merge",)  # SIGKILL the worker process doing the merges (its first month files written)
+
 _attempts: dict[str, int] = {}
 _attempts_lock = threading.Lock()
 

@@ -216,6 +216,28 @@ def test_kill_at_fault_point_keeps_previous_snapshot_then_recovers(
         assert runs[1:] == [change]
 
 
+def test_a_merge_worker_that_dies_fails_the_run_and_keeps_the_previous_snapshot(
+    load, seeds: Path, warehouse: Path, final_export
+) -> None:
+    """The merges run in a worker process: when it is killed (the kernel's OOM killer, say) with month
+    files half written, the run itself does not die. It fails with one line, publishes nothing, and the
+    next run loads as if nothing had happened."""
+    load()
+    previous = current_snapshot(warehouse)
+    before = digest(export_tables(warehouse, ALL_TABLES))
+    mutate(seeds)
+
+    failed = load(check=False, env=cli_env(**{faults.KILL_AT: faults.WORKER_KILL_POINTS[0]}))
+    assert failed.returncode == 1 and failed.stderr.count("\n") == 1, (failed.returncode, failed.stderr)
+    assert "stage build of run" in failed.stderr and "worker process died while running merge_groups" in failed.stderr
+    assert newest_commit(warehouse) == previous.name and current_snapshot(warehouse) == previous
+    assert digest(export_tables(warehouse, ALL_TABLES)) == before
+
+    load()
+    assert without_run_columns(export_tables(warehouse)) == final_export
+    assert_no_debris(warehouse)
+
+
 def test_killed_run_does_not_block_the_next(load, seeds: Path, warehouse: Path) -> None:
     load()
     set_key(seeds / ECB, "title", '"ECB Edited Before The Kill"')

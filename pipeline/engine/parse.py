@@ -14,6 +14,7 @@ worker thread keeps one such child process, so a crash never kills the Dask work
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
 import secrets
@@ -26,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -40,6 +41,8 @@ from pipeline.read.problems import Problem, ProblemError
 from pipeline.storage import seeds
 from pipeline.storage.location import Location
 from pipeline.storage.seeds import Checkpoint, Marker
+
+T = TypeVar("T")
 
 # Hidden staging columns: which file a row came from and its partition.
 STAGING_EXTRA = [pa.field("_source", pa.string(), nullable=False), pa.field("_month", pa.string(), nullable=False)]
@@ -335,6 +338,59 @@ def _start_server() -> None:
                 os.environ[key] = value
 
 
+def worker_executor(workers: int, ctx: multiprocessing.context.BaseContext | None = None) -> ProcessPoolExecutor:
+    """Processes forked from the fork server, set up as parser workers are: the run's environment and
+    folder, and an exit as soon as the run's process ends (also when it is killed)."""
+    return ProcessPoolExecutor(
+        workers,
+        mp_context=ctx or _context(),
+        initializer=_worker_init,
+        initargs=(os.getpid(), dict(os.environ), _cwd()),
+    )
+
+
+def _import(module: str) -> None:
+    importlib.import_module(module)
+
+
+class Standby:
+    """One worker process for one call, started ahead of it (``warm``: a module it imports meanwhile).
+
+    The run's own process goes on with its work while the worker starts and imports; the worker
+    ends with the call, so its memory goes back at once.
+    """
+
+    def __init__(self, warm: str | None = None) -> None:
+        self.pool = worker_executor(1)
+        if warm is not None:
+            self.pool.submit(_import, warm)
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in the worker; its exception is raised here, and a worker that dies (killed,
+        out of memory) raises ``PipelineError``. The worker ends with the call."""
+        try:
+            result = self.pool.submit(fn, *args).result()
+        except BrokenProcessPool:
+            self.close()
+            raise PipelineError(
+                f"a worker process died while running {getattr(fn, '__name__', fn)} (out of memory, or "
+                "killed; see the system log); nothing was published"
+            ) from None
+        except BaseException:
+            self.close(kill=True)  # interrupted (Ctrl-C, a stage timeout): do not wait for the call
+            raise
+        self.close()
+        return result
+
+    def close(self, kill: bool = False) -> None:
+        """End the worker; ``kill``: without waiting for what it is doing. (Python 3.11's executor has
+        no public way to end a busy worker, hence ``_processes``.)"""
+        if kill:
+            for proc in list((getattr(self.pool, "_processes", None) or {}).values()):
+                proc.kill()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _cwd() -> str | None:
     try:
         return os.getcwd()
@@ -359,9 +415,7 @@ class IsolatingPool:
         self._pool: ProcessPoolExecutor | None = None
 
     def _executor(self, workers: int) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
-            workers, mp_context=self._ctx, initializer=_worker_init, initargs=(os.getpid(), dict(os.environ), _cwd())
-        )
+        return worker_executor(workers, self._ctx)
 
     def _live_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:

@@ -11,6 +11,7 @@ schema from ``schema``.
 from __future__ import annotations
 
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import duckdb
@@ -18,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline import schema
+from pipeline import faults, schema
 from pipeline.read.normalize import canonical_host
 from pipeline.storage.location import Location
 from pipeline.warehouse.commits import data_name, display_name
@@ -133,9 +134,29 @@ def merge_group(spec: MergeSpec, shared: duckdb.DuckDBPyConnection | None = None
     try:
         sql = f"SELECT * FROM ({' UNION ALL '.join(parts)}) ORDER BY _month, {order}"
         reader = con.sql(sql).to_arrow_reader(STREAM_ROWS)
-        return _stream_by_month(reader, table, spec.warehouse, spec.snapshot_id)
+        written = _stream_by_month(reader, table, spec.warehouse, spec.snapshot_id)
+        faults.kill_at("in_merge")
+        return written
     finally:
         con.close()
+
+
+def merge_groups(specs: list[MergeSpec], threads: int) -> list[list[tuple[str, int]]]:
+    """Every merge of a build, on ``threads`` threads sharing one DuckDB database (one memory budget;
+    the staging files' metadata read once); results in the order of ``specs``.
+
+    Arrow allocates through malloc here, as in the run's own process (``stages.use_system_allocator``):
+    the writers' batches come and go, and malloc hands large freed blocks back at once.
+    """
+    if not specs:
+        return []
+    pa.set_memory_pool(pa.system_memory_pool())
+    shared = connect(specs[0].warehouse, specs[0].memory_limit)
+    try:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            return list(pool.map(lambda spec: merge_group(spec, shared), specs))
+    finally:
+        shared.close()
 
 
 class _MonthWriter:
