@@ -1,6 +1,6 @@
 """The one C extension; everything else about the package is in pyproject.toml.
 
-pipeline/read/_listing.c lists a seeds folder: readdir and one lstat per file, the plain files
+pipeline/storage/_listing.c lists a seeds folder: readdir and one lstat per file, the plain files
 returned as Arrow buffers. Every run lists and stats every seed file (an edit in place changes no
 folder's time), and in Python the loop around the system calls cost as much again as the calls:
 0.33 s against 0.20 s for 100k files. No library does this: os.scandir makes a Python object per
@@ -11,4 +11,4 @@ its Python loop. (Here rather than in pyproject.toml: setuptools calls ext-modul
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("pipeline.read._listing", ["pipeline/read/_listing.c"], optional=True)])
+setup(ext_modules=[Extension("pipeline.storage._listing", ["pipeline/storage/_listing.c"], optional=True)])

@@ -1,4 +1,4 @@
-"""The C listing (pipeline/read/_listing.c) against the Python loop it stands in for.
+"""The C listing (pipeline/storage/_listing.c) against the Python loop it stands in for.
 
 Both list the same generated folders (plain, hidden, unmatched, unicode, backslash and non-UTF-8
 names, sub-folders, links inside and outside the seeds folder, dangling links, FIFOs, times beyond
@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.read import discover as disc
+from pipeline.storage import seeds
 from pipeline.storage.location import Location
 
 NAMES = [
@@ -76,7 +77,7 @@ def _listing(root: str, patterns: tuple[str, ...]) -> tuple[list[tuple[object, .
 
 @pytest.fixture(autouse=True)
 def _built() -> None:
-    assert disc._listing is not None, "the C listing was not built (pip install -e . compiles it; is gcc there?)"
+    assert seeds.scan_plain is not None, "the C listing was not built (pip install -e . compiles it; is gcc there?)"
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -102,7 +103,7 @@ def test_the_c_listing_finds_what_the_python_loop_finds(
                 _make(sub, items, outside)
         in_c = _listing(root, patterns)
         with monkeypatch.context() as m:
-            m.setattr(disc, "_listing", None)
+            m.setattr(seeds, "scan_plain", None)
             in_python = _listing(root, patterns)
     assert in_c == in_python
 

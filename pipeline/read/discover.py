@@ -36,7 +36,6 @@ import os
 import re
 import stat
 import time
-import types
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -53,12 +52,6 @@ from pipeline.storage import seeds
 from pipeline.storage.failures import transient
 from pipeline.storage.location import Location, relpath_ok
 from pipeline.storage.objects import ObjectPrefix
-
-_listing: types.ModuleType | None
-try:  # the listing's plain case in C (pipeline/read/_listing.c); absent where it was not built
-    from pipeline.read import _listing
-except ImportError:  # pragma: no cover - every machine of this project builds it
-    _listing = None
 
 LIST_ATTEMPTS = 3  # a prefix listing is retried this many times before it counts as unlisted
 LIST_THREADS = 16  # top-level prefixes listed concurrently on object stores
@@ -244,10 +237,10 @@ def list_folder(real_root: str, prefix: str, folder: str, patterns: tuple[str, .
     """One folder, not recursive: what it holds, each entry decided.
 
     The plain files (regular, a UTF-8 name without a backslash, a time that fits) are listed in C
-    where it is built (``_listing.scan``: no Python object per file, about 0.6x the time of the loop
+    where it is built (``seeds.scan_plain``: no Python object per file, about 0.6x the time of the loop
     below at 100k files); every other entry is decided here, exactly as the Python loop decides it.
     """
-    if _listing is not None and _plain(prefix):
+    if seeds.scan_plain is not None and _plain(prefix):
         try:
             return _list_folder_c(real_root, prefix, folder, patterns)
         except OverflowError:
@@ -276,13 +269,14 @@ def suffixes(patterns: tuple[str, ...]) -> tuple[bytes, ...] | None:
 
 
 def _list_folder_c(real_root: str, prefix: str, folder: str, patterns: tuple[str, ...]) -> Listed:
-    assert _listing is not None
+    scan_plain = seeds.scan_plain
+    assert scan_plain is not None
     ends = suffixes(patterns)
     raw_folder, raw_prefix = os.fsencode(folder), prefix.encode("utf-8")
 
     def listing() -> tuple[int, bytes, bytes, bytes, bytes, list[bytes], list[bytes]]:
         faults.list_error(prefix)
-        return _listing.scan(raw_folder, raw_prefix, ends)
+        return scan_plain(raw_folder, raw_prefix, ends)
 
     try:
         count, offsets, data, sizes, mtimes, folders, odd = _retry(listing)
@@ -338,12 +332,12 @@ class _Named:
 
     def is_symlink(self) -> bool:
         try:
-            return stat.S_ISLNK(os.lstat(self.path).st_mode)
+            return stat.S_ISLNK(seeds.lstat(self.path).st_mode)
         except OSError:
             return False  # as for an entry whose type was known: the stat that follows reports it
 
     def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
-        return os.stat(self.path, follow_symlinks=follow_symlinks)
+        return seeds.stat_target(self.path) if follow_symlinks else seeds.lstat(self.path)
 
 
 def _list_folder_py(real_root: str, prefix: str, folder: str, patterns: tuple[str, ...]) -> Listed:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
+from collections.abc import Callable
 from stat import S_ISREG
 
 from pipeline.storage.failures import Replaced, TooLarge
@@ -24,6 +25,21 @@ _LINK_ERRNOS = (errno.ELOOP, errno.ENOTDIR, errno.EMLINK)
 def real_path(path: str) -> str:
     """``path`` with every link resolved (a listing and its reads resolve the root the same way)."""
     return os.path.realpath(path)
+
+
+PlainScan = Callable[
+    [bytes, bytes, "tuple[bytes, ...] | None"], tuple[int, bytes, bytes, bytes, bytes, list[bytes], list[bytes]]
+]
+scan_plain: PlainScan | None
+try:  # one folder's plain files in C (_listing.c: readdir + one lstat each); absent where it was not built
+    from pipeline.storage._listing import scan as scan_plain
+except ImportError:  # pragma: no cover - every machine of this project builds it
+    scan_plain = None
+
+
+def lstat(path: str) -> os.stat_result:
+    """The entry itself: a link is not followed."""
+    return os.lstat(path)
 
 
 def scan(folder: str) -> list[os.DirEntry[str]]:
