@@ -1,11 +1,24 @@
-"""A fast path for the common frontmatter: rapidyaml parses, its JSON emitter hands the tree to
-Python's C ``json`` decoder. About 3.5× faster than the strict libyaml loader per document.
+"""Fast paths for frontmatter YAML, each answering only what the strict loader would answer.
 
-The strict loader (``strict_yaml.load_strict``) stays the authority: this path answers only
-documents it is sure about and returns ``None`` for everything else, so that every refusal,
-message and position comes from the strict loader. "Sure" is a screen of the text plus checks
-on the decoded result, each closing a place where rapidyaml and libyaml were seen (or could
-plausibly) differ:
+The strict loader (``strict_yaml.load_strict``) stays the authority: a fast path returns the document
+exactly as the strict loader would, or ``None`` for everything it is not sure about, so that every
+refusal, message and position comes from the strict loader. Two engines, the first one available:
+
+**libyaml events** (``_frontmatter_yaml.c``, built by setup.py): the strict loader parses with
+libyaml (PyYAML's CSafeLoader) and spends most of its time on what PyYAML builds around libyaml's
+events (Node and Mark objects, a Python resolve() call per scalar, our builder's walk). The C module
+reads the same events from the same code (the libyaml inside PyYAML's own extension, bound at import)
+and builds dicts, lists, str and None directly; it declines parse errors, anchors, aliases, tags,
+directives, keys that are not text, duplicate keys, more than one document, a top level that is not a
+mapping and nesting past ``MAX_DEPTH``. Because scanning, escapes, folding and block scalars are
+libyaml's own, every writer's style takes this path (PyYAML, ruamel.yaml, js-yaml, npm ``yaml``: block
+and flow). One screen is shared with the strict loader: a ``?`` starting an entry in a flow collection
+(``flow_question_at``), which libyaml reads as a key.
+
+**rapidyaml** (when the C module is not built: no libyaml header at install time): rapidyaml parses,
+its JSON emitter hands the tree to Python's C ``json`` decoder, about 3.5× faster than the strict loader
+on plain documents. A screen of the text plus checks on the decoded result close every place where
+rapidyaml and libyaml were seen (or could plausibly) differ:
 
 - flow collections (``[``, ``{``): libyaml's ``?x`` reading and many flow edge cases;
 - block scalars (``|``, ``>`` as a value), explicit keys (``? ``), node properties and
@@ -17,11 +30,13 @@ plausibly) differ:
   key, an empty or null-spelled key (the strict loader refuses null keys), a top level that is
   not a mapping.
 
-Equivalence on everything the path answers is a differential test run in CI
-(``tests/test_fast_yaml.py``: hostile corpus, seeds, generated and mutated documents).
-rapidyaml is C++ that prints its parse errors to stderr and could, on some input, crash the
-process: the caller enables this path only in crash-isolated parser processes
-(``engine.parse``), where stderr is silenced around the call.
+That screen declines nearly every real writer's document (escapes, brackets, ``~``, indicators in text).
+
+Equivalence on everything either path answers is a differential test run in CI
+(``tests/test_fast_yaml.py``: hostile corpus, seeds, generated and mutated documents, five real writers
+in block and flow style). Both engines are native code: the caller enables fast paths only in
+crash-isolated parser processes (``engine.parse``); rapidyaml also prints its parse errors to stderr,
+which is silenced around the call.
 """
 
 from __future__ import annotations
@@ -31,12 +46,30 @@ import os
 import re
 from typing import Any
 
-from pipeline.read.strict_yaml import _looks_deep
+import yaml
+
+from pipeline.read.strict_yaml import _looks_deep, flow_question_at
 
 try:  # an optional accelerator: without it every document takes the strict path
     import ryml
 except ImportError:  # pragma: no cover - rapidyaml is a declared dependency
     ryml = None
+
+
+def _bind_libyaml() -> Any:
+    """The C events module bound to PyYAML's libyaml, or None (not built, or PyYAML without libyaml)."""
+    try:
+        import yaml._yaml as pyyaml_c
+
+        from pipeline.read import _frontmatter_yaml
+
+        _frontmatter_yaml.bind(pyyaml_c.__file__)
+    except (ImportError, OSError):
+        return None
+    return _frontmatter_yaml
+
+
+_events = _bind_libyaml()
 
 # Anything that sends a document to the strict loader (see the module docstring).
 _ALWAYS = (
@@ -136,7 +169,58 @@ def _emit_json(tree: Any) -> str:
 
 
 def available() -> bool:
-    return ryml is not None
+    return engine() is not None
+
+
+def engine() -> str | None:
+    """The fast path this process uses: "libyaml" (events, in C), "rapidyaml", or None."""
+    if _events is not None:
+        return "libyaml"
+    return "rapidyaml" if ryml is not None else None
+
+
+def load_fast(text: str) -> dict[str, Any] | None:
+    """The document as the strict loader would return it, or None when not sure (or invalid).
+
+    ``text`` has passed ``extract``'s character checks (no control characters, no U+2028/U+2029).
+    """
+    if _events is not None:
+        return load_events(text)
+    return load_rapidyaml(text)
+
+
+def decline_reason(text: str) -> str | None:
+    """Why the fast path leaves ``text`` to the strict loader (None when it answers): for tests and benchmarks."""
+    if _events is not None:
+        return events_decline_reason(text)
+    return rapidyaml_decline_reason(text)
+
+
+def _flow_question(text: str) -> bool:
+    """Whether the strict loader refuses a ``[?x]`` here: its own check, which is a text screen first
+    (most documents end there) and a token scan only where the screen matches (~0.3% of writers'
+    documents, mostly a ', ?' inside quoted text). A scan error declines too: the strict loader words it."""
+    try:
+        return flow_question_at(text) is not None
+    except yaml.YAMLError:
+        return True
+
+
+def load_events(text: str) -> dict[str, Any] | None:
+    """The libyaml-events engine (see the module docstring); None when it declines or is not built."""
+    if _events is None or _flow_question(text):
+        return None
+    value = _events.load(text.encode())
+    return value if type(value) is dict else None
+
+
+def events_decline_reason(text: str) -> str | None:
+    if _events is None:
+        return "the C module is not built"
+    if _flow_question(text):
+        return "'?' starting an entry in a flow collection, or a YAML error before it (the strict loader refuses both)"
+    value = _events.load(text.encode())
+    return None if type(value) is dict else str(value)
 
 
 def screened_out(text: str) -> bool:
@@ -150,8 +234,8 @@ def screened_out(text: str) -> bool:
     )
 
 
-def decline_reason(text: str) -> str | None:
-    """Why this path leaves ``text`` to the strict loader (None when it answers): for tests and benchmarks."""
+def rapidyaml_decline_reason(text: str) -> str | None:
+    """Why the rapidyaml engine leaves ``text`` to the strict loader (None when it answers)."""
     marker = next((m for m in _ALWAYS if m in text), None)
     if marker is not None:
         return f"screen: {marker!r} anywhere"
@@ -167,15 +251,14 @@ def decline_reason(text: str) -> str | None:
     if ryml is None:
         return "rapidyaml is not installed"
     return (
-        None if load_fast(text) is not None else "the decoded result (a float, a duplicate or null key, not a mapping)"
+        None
+        if load_rapidyaml(text) is not None
+        else "the decoded result (a float, a duplicate or null key, not a mapping)"
     )
 
 
-def load_fast(text: str) -> dict[str, Any] | None:
-    """The document as the strict loader would return it, or None when not sure (or invalid).
-
-    ``text`` has passed ``extract``'s character checks (no control characters, no U+2028/U+2029).
-    """
+def load_rapidyaml(text: str) -> dict[str, Any] | None:
+    """The rapidyaml engine (see the module docstring); None when it declines or is not installed."""
     global _silenced
     if ryml is None or screened_out(text):
         return None

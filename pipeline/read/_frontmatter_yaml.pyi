@@ -1,0 +1,6 @@
+"""Types of the libyaml-events loader (``_frontmatter_yaml.c``, which documents what each returns)."""
+
+from typing import Any
+
+def load(data: bytes, /) -> dict[str, Any] | str: ...
+def bind(path: str, /) -> str: ...
