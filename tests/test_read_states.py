@@ -681,3 +681,43 @@ def test_random_state_sequences_always_converge(
 def test_found_is_a_plain_tuple() -> None:
     """Found stays a NamedTuple: discovery holds millions of them before compacting into Arrow."""
     assert Found("a", 1, None)._fields[:3] == ("rel", "size", "mtime_ns")
+
+
+# The read itself: ``os.read`` sized by ``fstat``, then on to the end of the file or past the cap. A pipe
+# stands in for a file that grows after the ``fstat`` (and for a file system that returns short reads):
+# each write is a separate chunk, so every path through the loop is taken.
+@settings(max_examples=200, deadline=None)
+@given(
+    chunks=st.lists(st.binary(min_size=1, max_size=64), max_size=8),
+    first=st.integers(min_value=1, max_value=300),
+    limit=st.integers(min_value=1, max_value=300),
+)
+def test_a_read_returns_the_whole_file_up_to_the_limit(chunks: list[bytes], first: int, limit: int) -> None:
+    from pipeline.storage.seeds import _read_to_end
+
+    content = b"".join(chunks)
+    r, w = os.pipe()
+    try:
+        for chunk in chunks:
+            os.write(w, chunk)
+        os.close(w)
+        w = -1
+        assert _read_to_end(r, min(first, limit), limit) == content[:limit]
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+
+
+@pytest.mark.parametrize(("size", "loaded"), [(0, True), (99, True), (100, True), (101, False)])
+def test_a_file_at_the_cap_is_read_whole_and_one_byte_over_is_refused(tmp_path: Path, size: int, loaded: bool) -> None:
+    from pipeline.storage import seeds
+    from pipeline.storage.failures import TooLarge
+
+    (tmp_path / "f.md").write_bytes(b"x" * size)
+    real = seeds.real_path(str(tmp_path))
+    if loaded:
+        assert seeds.read_capped(real, "f.md", False, 100) == b"x" * size
+    else:
+        with pytest.raises(TooLarge):
+            seeds.read_capped(real, "f.md", False, 100)

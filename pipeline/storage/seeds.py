@@ -100,18 +100,40 @@ def _open_seed(real_root: str, os_rel: str, linked: bool) -> int:
 def read_capped(real_root: str, os_rel: str, linked: bool, max_bytes: int) -> bytes:
     """Open without following links or blocking, ``fstat`` the descriptor, and read from it only a
     regular file within the cap. Whatever the path became after the listing, this returns or raises at once.
+
+    ``os.read`` sized by ``fstat``, not a buffered ``read(max_bytes + 1)``: that allocates the whole
+    cap (1 MiB by default) for every file and shrinks it after, ~12 µs of a ~2 KB seed's ~13 µs read.
+    A file that grows after the ``fstat`` is read on until its end or past the cap, as before.
     """
     fd = _open_seed(real_root, os_rel, linked)
-    with open(fd, "rb", closefd=True) as fh:
+    try:
         st = os.fstat(fd)
         if not S_ISREG(st.st_mode):
             raise Replaced("it became a FIFO, device, socket or folder")
         if st.st_size > max_bytes:
             raise TooLarge(max_bytes)
-        data = fh.read(max_bytes + 1)
+        data = _read_to_end(fd, st.st_size + 1, max_bytes + 1)
+    finally:
+        os.close(fd)
     if len(data) > max_bytes:
         raise TooLarge(max_bytes)  # it grew while being read
     return data
+
+
+def _read_to_end(fd: int, first: int, limit: int) -> bytes:
+    """Bytes from ``fd`` until its end or ``limit``, asking for ``first`` bytes first (the end is then
+    usually the next, empty, read)."""
+    parts: list[bytes] = []
+    total = 0
+    want = first
+    while total < limit:
+        chunk = os.read(fd, want)
+        if not chunk:
+            break
+        parts.append(chunk)
+        total += len(chunk)
+        want = limit - total
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 class Checkpoint:
