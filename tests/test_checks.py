@@ -74,9 +74,13 @@ def test_an_intact_snapshot_passes_every_check(built) -> None:
 @pytest.mark.parametrize(
     ("table", "brk", "expected"), BREAKS, ids=[b[2].split(":")[0] + "-" + b[2][-20:] for b in BREAKS]
 )
+@pytest.mark.parametrize("copied", [False, True], ids=["read-in-place", "copied-first"])
 def test_each_declared_check_catches_its_violation(
-    built, tmp_path: Path, table: str, brk: Break, expected: str
+    built, tmp_path: Path, table: str, brk: Break, expected: str, copied: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Both ways a local table is checked: read in place, or (a table of many files) copied into DuckDB first."""
+    if copied:
+        monkeypatch.setattr(checks, "MANY_FILES", 0)
     wh, files = built
     data = pq.read_table(files[table])
     broken = tmp_path / f"{table}.parquet"

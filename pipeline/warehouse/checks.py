@@ -165,6 +165,12 @@ def _checked_columns(table: schema.Table) -> list[str]:
     return list(dict.fromkeys(c for c in table.column_names if c in used))
 
 
+# A table of more data files than this (one per month and part: a corpus spanning decades) is copied into
+# DuckDB once before its checks. 20k writer documents over 325 months: checks 0.92 s -> 0.26 s; 100k
+# documents over 50 months: 0.42 s read in place, 0.44 s copied, so fewer files stay where they are.
+MANY_FILES = 100
+
+
 def _materialize(con: duckdb.DuckDBPyConnection, src: dict[str, str]) -> dict[str, str]:
     """Copy the checked columns of every table in ``src`` into DuckDB once (remote files are slow to open)."""
     out = {}
@@ -205,6 +211,8 @@ def table_checks(
         src = {t.name: f"read_parquet({file_list(files[t.name])})" for t in schema.TABLES if t.name in needed}
         if wh.slow_to_open:
             src = _materialize(con, src)  # one read of each remote table, not one per check
+        else:  # locally, only tables of many files: each check opens them all again
+            src.update(_materialize(con, {t: s for t, s in src.items() if len(files[t]) > MANY_FILES}))
         return [check.failure(n) for check in todo if (n := _count(con, check.violations(src)))]
     finally:
         con.close()
