@@ -12,8 +12,8 @@ and builds dicts, lists, str and None directly; it declines parse errors, anchor
 directives, keys that are not text, duplicate keys, more than one document, a top level that is not a
 mapping and nesting past ``MAX_DEPTH``. Because scanning, escapes, folding and block scalars are
 libyaml's own, every writer's style takes this path (PyYAML, ruamel.yaml, js-yaml, npm ``yaml``: block
-and flow). One screen is shared with the strict loader: a ``?`` starting an entry in a flow collection
-(``flow_question_at``), which libyaml reads as a key.
+and flow). One check is the strict loader's own, run first as it is there: a ``?`` starting an entry
+in a flow collection (``flow_question_at``), which libyaml reads as a key and the strict loader refuses.
 
 **rapidyaml** (when the C module is not built: no libyaml header at install time): rapidyaml parses,
 its JSON emitter hands the tree to Python's C ``json`` decoder, about 3.5× faster than the strict loader
