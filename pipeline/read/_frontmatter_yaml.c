@@ -34,7 +34,6 @@
 #include <Python.h>
 
 #include <dlfcn.h>
-#include <stdio.h>
 #include <string.h>
 #include <yaml.h>
 
@@ -193,6 +192,10 @@ static int step(Builder *b, const yaml_event_t *ev, int *documents) {
     }
     case YAML_SEQUENCE_END_EVENT:
     case YAML_MAPPING_END_EVENT: {
+        if (b->depth == 0) { /* libyaml balances its events; never trust that with memory */
+            b->declined = "an unexpected parse event";
+            return 1;
+        }
         Frame *top = &b->frames[--b->depth];
         value = top->container;
         top->container = NULL;
