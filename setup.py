@@ -12,8 +12,9 @@ pipeline/read/_frontmatter_yaml.c builds the strict YAML loader's answer straigh
 events, calling the libyaml inside PyYAML's own extension (the code CSafeLoader runs), without PyYAML's
 Node and Mark objects and Python calls per value: see pipeline/read/fast_yaml.py. It needs libyaml's
 header to build (Debian: libyaml-dev, which .ci/run installs when it is missing); without it the
-install still succeeds and the fast path falls back to rapidyaml. (Here rather than in pyproject.toml: setuptools calls ext-modules
-there experimental.)
+install still succeeds and the fast path falls back to rapidyaml.
+
+(Here rather than in pyproject.toml: setuptools calls ext-modules there experimental.)
 """
 
 from setuptools import Extension, setup

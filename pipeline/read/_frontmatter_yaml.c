@@ -5,9 +5,8 @@
  * Node and two Mark objects per value, a Python resolve() call per scalar, then our Python
  * builder's walk. This module reads the same events from the same library and builds the dicts,
  * lists, str and None directly. Scanning, escapes, folding, block scalars and every syntax error are
- * libyaml's, so they are the strict loader's by construction (pipeline/read/fast_yaml.py uses this
- * module only when its libyaml version is PyYAML's); what is copied here is only the strict loader's
- * composition, which is small:
+ * libyaml's, so they are the strict loader's by construction (bind() below runs the very libyaml
+ * PyYAML runs); what is copied here is only the strict loader's composition, which is small:
  *
  *   - a scalar is its text, except a plain, untagged "", "~", "null", "Null" or "NULL": None;
  *   - sequences are lists, mappings dicts in document order.
@@ -42,7 +41,6 @@ static void (*parser_set_input_string)(yaml_parser_t *, const unsigned char *, s
 static int (*parser_parse)(yaml_parser_t *, yaml_event_t *);
 static void (*event_delete)(yaml_event_t *);
 static void (*parser_delete)(yaml_parser_t *);
-static const char *(*get_version_string)(void);
 
 /* libyaml 0.2.x: the structs this module reads (yaml_parser_t, yaml_event_t) are the same in every
  * 0.2 release (include/yaml.h from 0.2.1 to 0.2.6 changes no struct: const qualifiers, one new function). */
@@ -309,9 +307,8 @@ static PyObject *bind(PyObject *module, PyObject *arg) {
     parser_set_input_string = (void (*)(yaml_parser_t *, const unsigned char *, size_t))input;
     event_delete = (void (*)(yaml_event_t *))free_event;
     parser_delete = (void (*)(yaml_parser_t *))free_parser;
-    get_version_string = (const char *(*)(void))text;
     parser_parse = (int (*)(yaml_parser_t *, yaml_event_t *))parse; /* last: load() checks it */
-    return PyUnicode_FromString(get_version_string());
+    return PyUnicode_FromString(((const char *(*)(void))text)());
 }
 
 static PyMethodDef methods[] = {

@@ -206,21 +206,24 @@ def _flow_question(text: str) -> bool:
         return True
 
 
-def load_events(text: str) -> dict[str, Any] | None:
-    """The libyaml-events engine (see the module docstring); None when it declines or is not built."""
-    if _events is None or _flow_question(text):
-        return None
-    value = _events.load(text.encode())
-    return value if type(value) is dict else None
-
-
-def events_decline_reason(text: str) -> str | None:
+def _events_answer(text: str) -> dict[str, Any] | str:
+    """The libyaml-events engine's dict, or why it declines (one path for the load and its reason)."""
     if _events is None:
         return "the C module is not built"
     if _flow_question(text):
         return "'?' starting an entry in a flow collection, or a YAML error before it (the strict loader refuses both)"
-    value = _events.load(text.encode())
-    return None if type(value) is dict else str(value)
+    return _events.load(text.encode())
+
+
+def load_events(text: str) -> dict[str, Any] | None:
+    """The libyaml-events engine (see the module docstring); None when it declines or is not built."""
+    value = _events_answer(text)
+    return value if type(value) is dict else None
+
+
+def events_decline_reason(text: str) -> str | None:
+    value = _events_answer(text)
+    return value if isinstance(value, str) else None
 
 
 def screened_out(text: str) -> bool:
