@@ -707,3 +707,100 @@ def test_plan_reads_new_and_changed_files_in_path_order_whatever_the_listing_ord
     assert sorted(kept.column("_row").to_pylist()) == [i for i, p in enumerate(names) if listed.get(p) == previous[p]]
     assert to_read.column("_path").to_pylist() == sorted(p for p in listed if listed[p] != previous.get(p))
     assert (deleted, unlisted_kept) == (len(set(previous) - set(listed)), 0)
+
+
+# The manifest's union as it was written in DuckDB before ``ledger.rebuild`` did it in Arrow: the rule
+# that the Arrow version is checked against.
+MANIFEST_SQL = """SELECT * FROM (
+     SELECT * EXCLUDE (_row) FROM prevr WHERE _row IN (SELECT _row FROM kept)
+                          AND source_path NOT IN (SELECT source_path FROM work)
+                          AND source_path NOT IN (SELECT source_path FROM decided)
+     UNION ALL
+     SELECT p.* REPLACE (w.size AS size, w.mtime_ns AS mtime_ns, w.etag AS etag)
+     FROM work w JOIN prev p ON p.source_path = w.source_path
+     WHERE w.status = 'unchanged' AND w.source_path NOT IN (SELECT source_path FROM decided)
+     UNION ALL
+     SELECT * FROM work WHERE status <> 'unchanged' AND source_path NOT IN (SELECT source_path FROM decided)
+     UNION ALL
+     SELECT * FROM decided)
+   ORDER BY source_path"""
+
+PATHS = [f"f{i:02d}.md" for i in range(14)]
+ledger_states = st.fixed_dictionaries(
+    {
+        # previous manifest: path -> (status, article id); a published manifest holds an id at most once as loaded
+        "prev": st.dictionaries(
+            st.sampled_from(PATHS),
+            st.tuples(st.sampled_from(["loaded", "duplicate", "rejected"]), st.sampled_from(["a", "b", "c", "d", "e"])),
+            max_size=12,
+        ),
+        "kept": st.sets(st.integers(0, 13)),
+        "work": st.dictionaries(
+            st.sampled_from(PATHS),
+            st.tuples(st.sampled_from(["loaded", "rejected", "unchanged"]), st.sampled_from(["a", "b", "c", None])),
+            max_size=6,
+        ),
+        "decided": st.dictionaries(
+            st.sampled_from(PATHS), st.sampled_from(["rejected", "duplicate", "loaded"]), max_size=3
+        ),
+    }
+)
+
+
+def _ledger_inputs(state: dict[str, Any]) -> tuple[Any, Any, Any, Any, Any]:
+    import pyarrow as pa
+
+    from pipeline.warehouse import ledger
+
+    prev_rows, seen = [], set()
+    for path in sorted(state["prev"]):
+        status, url = state["prev"][path]
+        if status == "loaded" and url in seen:
+            status = "duplicate"
+        seen |= {url} if status == "loaded" else set()
+        prev_rows.append(ledger.row(path, 1, 1, f"s-{path}", status, "r0", article_id=url, partition="2024-01"))
+    prev = ledger.to_table(prev_rows)
+    kept = pa.table({"_row": pa.array(sorted(i for i in state["kept"] if i < prev.num_rows), pa.int64())})
+    work = ledger.to_table(
+        [
+            ledger.row(
+                p, 2, 3, f"t-{p}", status, "r1", article_id=None if status == "unchanged" else url, partition="2024-02"
+            )
+            for p, (status, url) in sorted(state["work"].items())
+        ]
+    )
+    decided = ledger.to_table(
+        [ledger.row(p, 4, 5, "d", status, "r1", article_id="a") for p, status in sorted(state["decided"].items())]
+    )
+    parsed = ledger.parsed_paths(work, [])
+    return prev, kept, work, decided, parsed
+
+
+@given(ledger_states)
+def test_manifest_rebuild_in_arrow_is_the_sql_union(state: dict[str, Any]) -> None:
+    """ledger.rebuild against the DuckDB union it replaced, and its changed paths against their meaning:
+    every path outside them has the very same row in the previous and the new manifest."""
+    from pipeline.warehouse import ledger
+
+    prev, kept, work, decided, _ = _ledger_inputs(state)
+    m, changed = ledger.rebuild(kept, prev, work, decided)
+    expected = ledger._arrow(
+        MANIFEST_SQL, kept=kept, prevr=ledger.numbered(prev), prev=prev, work=work, decided=decided
+    )
+    assert m.to_pylist() == expected.cast(ledger.SCHEMA).to_pylist()
+    assert m.schema == ledger.SCHEMA
+    before = {r["source_path"]: r for r in prev.to_pylist()}
+    after = {r["source_path"]: r for r in m.to_pylist()}
+    for path in set(before) - set(changed.to_pylist()):
+        assert after.get(path) == before[path]
+
+
+@given(ledger_states)
+def test_dead_and_claims_over_the_changed_rows_alone_match_the_whole_manifest(state: dict[str, Any]) -> None:
+    """Given the changed paths, ``dead`` and ``claims`` look at those rows alone: the same answers."""
+    from pipeline.warehouse import ledger
+
+    prev, kept, work, decided, parsed = _ledger_inputs(state)
+    m, changed = ledger.rebuild(kept, prev, work, decided)
+    assert sorted(ledger.dead(prev, m, parsed, changed)) == sorted(ledger.dead(prev, m, parsed))
+    assert ledger.claims(m, parsed, changed) == ledger.claims(m, parsed)

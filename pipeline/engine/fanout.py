@@ -68,8 +68,11 @@ class LocalFanout:
         """
         if not specs:
             return []
-        merger, self._merger = self._merger or Standby(), None
-        return merger.call(merge_groups, specs, min(2, self.workers))
+        merger = self._merger = self._merger or Standby()
+        try:
+            return merger.call(merge_groups, specs, min(2, self.workers))
+        finally:
+            self._merger = None  # ended with the call; until then ``close`` (a failed run) kills it
 
     def close(self) -> None:
         self.pool.close()

@@ -12,13 +12,16 @@ each stage as a task. Nothing is visible to readers until ``publish`` commits.
 
 from __future__ import annotations
 
+import contextvars
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -344,14 +347,16 @@ def resolve(state: State, services: Services) -> State:
 
     held: list[str] = []
 
-    def settle(parsed: Parsed) -> tuple[pa.Table, pa.Table]:
+    def settle(parsed: Parsed) -> tuple[pa.Table, pa.Table, pa.Array]:
+        """Parsed paths, the manifest, and the paths whose rows it does not carry from ``prev``."""
         work, held[:] = ledger.keep_published(parsed.outcomes, prev)
         paths = ledger.parsed_paths(work, list(planned.refused_read))
-        return paths, ledger.manifest(planned.kept, prev, work, ledger.to_table(list(decided.values())))
+        m, changed = ledger.rebuild(planned.kept, prev, work, ledger.to_table(list(decided.values())))
+        return paths, m, changed
 
-    parsed_paths, m = settle(parsed)
+    parsed_paths, m, changed = settle(parsed)
     for round_no in range(1, PROMOTION_ROUNDS + 1):
-        claims = ledger.claims(m, parsed_paths)
+        claims = ledger.claims(m, parsed_paths, changed)
         if not claims:
             break  # no identity URL is contested
         decisions, promoted = _dedupe(claims)
@@ -362,10 +367,10 @@ def resolve(state: State, services: Services) -> State:
                 decided[path] = row
         if promoted:
             parsed = _reread(ctx, parsed, promoted, services, round_no)
-        parsed_paths, m = settle(parsed)
+        parsed_paths, m, changed = settle(parsed)
         if not promoted:
             break
-    dead_rows = ledger.dead(prev, m, parsed_paths)
+    dead_rows = ledger.dead(prev, m, parsed_paths, changed)
     touched, losers = ledger.touched_and_losers(m, parsed_paths)
     touched |= {p for _, p in dead_rows}
     out = Resolved(
@@ -452,11 +457,13 @@ def build(state: State, services: Services) -> State:
     ctx, planned = state.ctx, state.need("plan")
     res: Resolved = state.need("resolved")
     sid, previous = ctx.run_id, ctx.previous
-    files = _document_files(ctx, res, services)
+    kept, specs = _document_plan(ctx, res)
     parsed_count = int(res.parsed_paths.num_rows)
-    rows = {t.name: sum(n for _, n in files[t.name]) for t in schema.DOCUMENT_TABLES}
-    files["providers"] = _provider_files(ctx, files, changed=previous is None or bool(res.dead) or bool(parsed_count))
-    rows["providers"] = sum(n for _, n in files["providers"])
+    changed = previous is None or bool(res.dead) or bool(parsed_count)
+    # The merges run elsewhere (a worker process, the cluster); meanwhile this process does what
+    # needs only the manifest and the months that stay.
+    merging = _in_background(services.fanout.merge, specs)
+    kept_mentions = _kept_mentions(ctx, kept) if changed else None
     counted = ledger.counts(res.manifest, planned.previous, res.parsed_paths, list(planned.unlisted))
     manifest_shape = (counted.pop("manifest_rows"), counted.pop("manifest_paths"))
     counts = {**planned.counts, **counted, "files_parsed": parsed_count}
@@ -464,8 +471,15 @@ def build(state: State, services: Services) -> State:
     if derived is None:
         unknown, new_keys = _unknown_keys(previous, res.manifest, sid)
         rejects = ledger.rejects(res.manifest)
+        small = {"source_files": res.manifest, "rejects": rejects, "unknown_keys": unknown}
+        small_files = {n: [merge.write_small(ctx.warehouse, schema.table(n), d, sid)] for n, d in small.items()}
     else:
         new_keys, rejects = (), derived[1]
+        small_files = derived[0]
+    files = {**_document_files(ctx, kept, specs, merging.result()), **small_files}
+    rows = {t.name: sum(n for _, n in files[t.name]) for t in schema.DOCUMENT_TABLES}
+    files["providers"] = _provider_files(ctx, files, kept, kept_mentions)
+    rows["providers"] = sum(n for _, n in files["providers"])
     load_run = {
         "run_id": sid,
         "started_at": ctx.started_at,
@@ -477,30 +491,24 @@ def build(state: State, services: Services) -> State:
         "new_unknown_keys": list(new_keys),
         "snapshot_id": sid,
     }
-    if derived is None:
-        small = {"source_files": res.manifest, "rejects": rejects, "unknown_keys": unknown}
-        for name, data in small.items():
-            files[name] = [merge.write_small(ctx.warehouse, schema.table(name), data, sid)]
-    else:
-        files.update(derived[0])
     files["load_runs"] = [merge.write_small(ctx.warehouse, schema.LOAD_RUNS, _load_runs(previous, load_run), sid)]
     out = Built({t: tuple(f) for t, f in files.items()}, rows, counts, manifest_shape, new_keys, load_run, rejects)
     return state.timed("build", t0, built=out)
 
 
-def _document_files(ctx: RunContext, res: Resolved, services: Services) -> dict[str, Files]:
-    """Each document table's files: untouched months referenced as they are, touched month groups
-    merged (previous rows minus the dead and the losers, plus this run's staged rows) on the fan-out."""
+def _document_plan(ctx: RunContext, res: Resolved) -> tuple[dict[str, Files], list[merge.MergeSpec]]:
+    """Each document table's untouched months (referenced as they are), and the merges of its touched
+    month groups (previous rows minus the dead and the losers, plus this run's staged rows)."""
     s, wh, previous = ctx.settings, ctx.warehouse, ctx.previous
     touched = set(res.touched)
     groups = merge.month_groups(touched, ledger.articles_per_month(res.manifest), merge.MERGE_ARTICLES)
     dead_url = tables.write_ids(ctx.staging, "dead.parquet", "article_id", res.dead)
     losers_url = tables.write_ids(ctx.staging, "losers.parquet", "rel", res.losers)
-    files: dict[str, Files] = {}
+    kept: dict[str, Files] = {}
     specs: list[merge.MergeSpec] = []
     for table in schema.DOCUMENT_TABLES:
         old = previous.files.get(table.name, []) if previous else []
-        files[table.name] = [
+        kept[table.name] = [
             (rel, previous.file_rows[rel])
             for rel in old
             if previous and merge.part_of(rel) not in touched and merge.part_of(rel) != merge.EMPTY_PART
@@ -513,13 +521,39 @@ def _document_files(ctx: RunContext, res: Resolved, services: Services) -> dict[
                     table.name, tuple(group), olds, staged, dead_url, losers_url, wh, ctx.run_id, s.memory_limit
                 )
             )
-    for spec, written in zip(specs, services.fanout.merge(specs), strict=True):
+    return kept, specs
+
+
+def _document_files(
+    ctx: RunContext, kept: Mapping[str, Files], specs: list[merge.MergeSpec], merged: list[Files]
+) -> dict[str, Files]:
+    """Each document table's files: the untouched months' and what its merges wrote (an empty file
+    for a table with neither, so that every reader sees its columns)."""
+    files = {name: list(entries) for name, entries in kept.items()}
+    for spec, written in zip(specs, merged, strict=True):
         files[spec.table].extend(written)
     for table in schema.DOCUMENT_TABLES:
         if not files[table.name]:
-            files[table.name] = [merge.write_empty(wh, table, ctx.run_id)]
+            files[table.name] = [merge.write_empty(ctx.warehouse, table, ctx.run_id)]
         faults.kill_at(f"after_{table.name}")
     return files
+
+
+T = TypeVar("T")
+
+
+def _in_background(fn: Callable[..., T], *args: Any) -> Future[T]:
+    """``fn(*args)`` on a thread of its own, in this context (a Prefect flow's, where there is one).
+
+    Used for a call that waits on other processes (the merges), so that this process works
+    meanwhile. The thread ends with the call; a run that fails first leaves it to the fan-out's
+    ``close``, which ends what the call waits on.
+    """
+    pool = ThreadPoolExecutor(1, thread_name_prefix="pipeline-background")
+    try:
+        return pool.submit(contextvars.copy_context().run, fn, *args)
+    finally:
+        pool.shutdown(wait=False)
 
 
 MANIFEST_TABLES = ("source_files", "rejects", "unknown_keys")  # the manifest, and tables derived from it alone
@@ -540,15 +574,36 @@ def _manifest_files(ctx: RunContext, unchanged: bool) -> tuple[dict[str, Files],
     return files, tables.read(previous, "rejects")
 
 
-def _provider_files(ctx: RunContext, files: Mapping[str, Files], changed: bool) -> Files:
-    """The providers table: derived again from the new articles when anything changed, else the previous file."""
+def _kept_mentions(ctx: RunContext, kept: Mapping[str, Files]) -> pa.Table:
+    """Provider mentions in the months this run keeps as they are (``merge.mentions``)."""
+    con = merge.connect(ctx.warehouse, ctx.settings.memory_limit)
+    try:
+        return _mentions(con, ctx.warehouse, kept)
+    finally:
+        con.close()
+
+
+def _mentions(con: duckdb.DuckDBPyConnection, wh: Location, files: Mapping[str, Files]) -> pa.Table:
+    urls = {t: [wh.join(f) for f, _ in files.get(t, [])] for t in ("articles", "related_articles")}
+    return merge.mentions(con, urls["articles"], urls["related_articles"])
+
+
+def _provider_files(
+    ctx: RunContext, files: Mapping[str, Files], kept: Mapping[str, Files], kept_mentions: pa.Table | None
+) -> Files:
+    """The providers table: when anything changed, derived again from the mentions in the kept
+    months (``kept_mentions``, read while the merges ran) and in the files written since; else the
+    previous file."""
     wh, previous = ctx.warehouse, ctx.previous
-    if not changed and previous is not None:
+    if kept_mentions is None and previous is not None:
         return [(rel, previous.file_rows[rel]) for rel in previous.files["providers"]]
+    kept_files = {rel for t in ("articles", "related_articles") for rel, _ in kept.get(t, [])}
+    written = {t: [e for e in files[t] if e[0] not in kept_files] for t in ("articles", "related_articles")}
+    parts = [kept_mentions] if kept_mentions is not None else []
     con = merge.connect(wh, ctx.settings.memory_limit)
     try:
-        urls = {t: [wh.join(f) for f, _ in files[t]] for t in ("articles", "related_articles")}
-        providers = merge.derive_providers(con, urls["articles"], urls["related_articles"])
+        parts.append(_mentions(con, wh, written))
+        providers = merge.providers_of(con, parts)
     finally:
         con.close()
     return [merge.write_small(wh, schema.PROVIDERS, providers, ctx.run_id)]

@@ -35,6 +35,7 @@ import functools
 import os
 import re
 import stat
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
@@ -386,33 +387,68 @@ def _discover_local(root: str, patterns: tuple[str, ...], helpers: Executor | No
         todo.extend(listed.folders)
 
     # A helper gets folders once it has answered a ping: until then (a process start takes ~0.2 s)
-    # a folder handed to it would wait while this process could have listed it.
+    # a folder handed to it would wait while this process could have listed it. The pings are sent
+    # from a thread, because sending the first one starts the processes, and this process lists
+    # meanwhile instead of waiting for the fork server.
+    pings: list[Future[int]] = []
+    starter = _start_helpers(helpers, pings) if helpers is not None else None
     try:
-        pings = [helpers.submit(os.getpid) for _ in range(HELPER_PINGS)] if helpers is not None else []
-    except BrokenProcessPool:
-        pings, helpers = [], None
-    while todo or running:
-        ready = sum(p.done() and not p.exception() for p in pings)
-        while helpers is not None and len(todo) > 1 and len(running) < FOLDERS_PER_HELPER * ready:
-            folder = todo.pop()
-            try:
-                running[helpers.submit(list_folder, real_root, *folder, patterns)] = folder
-            except BrokenProcessPool:
-                todo.append(folder)
-                helpers = None  # the helpers are gone: this process lists the rest
-        if todo:
-            take(list_folder(real_root, *todo.pop(), patterns))
-            done = [f for f in running if f.done()]
-        else:
-            done = list(wait(running, return_when=FIRST_COMPLETED).done)
-        for fut in done:
-            folder = running.pop(fut)
-            try:
-                listed = fut.result()
-            except BrokenProcessPool:
-                listed, helpers = list_folder(real_root, *folder, patterns), None
-            take(listed)
+        while todo or running:
+            ready = sum(p.done() and not p.exception() for p in list(pings))
+            helpers = _list_some(real_root, patterns, helpers, todo, running, ready, take)
+    finally:
+        if starter is not None:
+            starter.join()
     return out
+
+
+def _start_helpers(helpers: Executor, pings: list[Future[int]]) -> threading.Thread:
+    """Ping the helpers from a thread (appending to PINGS); a broken pool leaves PINGS short, and the
+    folders handed to it come back to the lister (``BrokenProcessPool`` below)."""
+
+    def ping() -> None:
+        for _ in range(HELPER_PINGS):
+            try:
+                pings.append(helpers.submit(os.getpid))
+            except (BrokenProcessPool, RuntimeError):  # broken, or shut down
+                return
+
+    starter = threading.Thread(target=ping, name="pipeline-helper-start", daemon=True)
+    starter.start()
+    return starter
+
+
+def _list_some(
+    real_root: str,
+    patterns: tuple[str, ...],
+    helpers: Executor | None,
+    todo: list[tuple[str, str]],
+    running: dict[Future[Listed], tuple[str, str]],
+    ready: int,
+    take: Callable[[Listed], None],
+) -> Executor | None:
+    """One step of the listing: hand folders to READY helpers, list one here (or wait for a helper),
+    take what is done. Returns the helpers, or None once they are gone."""
+    while helpers is not None and len(todo) > 1 and len(running) < FOLDERS_PER_HELPER * ready:
+        folder = todo.pop()
+        try:
+            running[helpers.submit(list_folder, real_root, *folder, patterns)] = folder
+        except BrokenProcessPool:
+            todo.append(folder)
+            helpers = None  # the helpers are gone: this process lists the rest
+    if todo:
+        take(list_folder(real_root, *todo.pop(), patterns))
+        done = [f for f in running if f.done()]
+    else:
+        done = list(wait(running, return_when=FIRST_COMPLETED).done)
+    for fut in done:
+        folder = running.pop(fut)
+        try:
+            listed = fut.result()
+        except BrokenProcessPool:
+            listed, helpers = list_folder(real_root, *folder, patterns), None
+        take(listed)
+    return helpers
 
 
 def _scan(

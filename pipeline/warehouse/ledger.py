@@ -218,39 +218,69 @@ PLAN_READ_COLUMNS = ("_path", "_size", "_mtime_ns", "_target", "_etag", "_old_sh
 
 def numbered(prev: pa.Table) -> pa.Table:
     """``prev`` with its row positions as a ``_row`` column (the other columns are not copied)."""
-    return prev.append_column("_row", pa.array(range(prev.num_rows), pa.int64()))
+    return prev.append_column("_row", positions(prev.num_rows))
+
+
+def positions(n: int) -> pa.Array:
+    """0, 1, ..., n - 1 as int64, made in Arrow (a tenth of the time of ``pa.array(range(n))``)."""
+    if n == 0:
+        return pa.array([], pa.int64())
+    return pc.subtract(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), n)), 1)
 
 
 def manifest(kept: pa.Table, prev: pa.Table, work: pa.Table, decided: pa.Table) -> pa.Table:
     """The manifest as it stands now, sorted by path (byte order).
 
     ``kept``: positions in ``prev`` of rows still valid (from ``plan``); ``work``: outcomes of files
-    read this run ('unchanged' = same bytes after a touch, which keeps the previous row); ``decided``: rows fixed without reading (refusals, unlisted
-    folders, duplicate decisions), which override everything else.
+    read this run ('unchanged' = same bytes after a touch, which keeps the previous row with the
+    new size, mtime and ETag); ``decided``: rows fixed without reading (refusals, unlisted folders,
+    duplicate decisions), which override everything else.
     """
+    return rebuild(kept, prev, work, decided)[0]
+
+
+def rebuild(kept: pa.Table, prev: pa.Table, work: pa.Table, decided: pa.Table) -> tuple[pa.Table, pa.Array]:
+    """``manifest``, and the paths whose rows it does not carry from ``prev`` as they are (read,
+    decided, or not kept). Every other path's row is the same in both manifests, which lets
+    ``dead`` and ``claims`` look at these rows alone.
+
+    In Arrow, not DuckDB: the carried rows are a filter of ``prev`` and the rest is the size of the
+    change, so the one sort is the only step over every row (about half the time of the same union
+    in DuckDB at 100k rows).
+    """
+    decided_paths = _column(decided, "source_path")
     if not work.num_rows and not decided.num_rows and kept.num_rows == prev.num_rows:
-        return prev  # nothing read or decided, every row kept: the previous manifest (sorted) as it is
-    return _arrow(
-        """SELECT * FROM (
-             SELECT * EXCLUDE (_row) FROM prevr WHERE _row IN (SELECT _row FROM kept)
-                                  AND source_path NOT IN (SELECT source_path FROM work)
-                                  AND source_path NOT IN (SELECT source_path FROM decided)
-             UNION ALL
-             SELECT p.* REPLACE (w.size AS size, w.mtime_ns AS mtime_ns, w.etag AS etag)
-             FROM work w JOIN prev p ON p.source_path = w.source_path
-             WHERE w.status = 'unchanged' AND w.source_path NOT IN (SELECT source_path FROM decided)
-             UNION ALL
-             SELECT * FROM work WHERE status <> 'unchanged'
-                                  AND source_path NOT IN (SELECT source_path FROM decided)
-             UNION ALL
-             SELECT * FROM decided)
-           ORDER BY source_path""",
-        kept=kept,
-        prevr=numbered(prev),
-        prev=prev,
-        work=work,
-        decided=decided,
-    ).cast(SCHEMA)
+        return prev, decided_paths  # nothing read or decided, every row kept: the previous manifest as it is
+    carried = _carried_mask(prev, kept, work, decided_paths)
+    free = pc.invert(pc.is_in(work["source_path"], value_set=decided_paths))  # work rows no decision overrides
+    parts = [prev.filter(carried)]
+    touched = work.filter(pc.and_(free, pc.equal(work["status"], "unchanged")))
+    if touched.num_rows:
+        at = pc.index_in(touched["source_path"], value_set=_column(prev, "source_path"))
+        found = pc.is_valid(at)
+        touched, at = touched.filter(found), at.filter(found)
+        same = prev.take(at)
+        for name in ("size", "mtime_ns", "etag"):
+            same = same.set_column(same.schema.get_field_index(name), name, touched[name])
+        parts.append(same)
+    parts.append(work.filter(pc.and_(free, pc.not_equal(work["status"], "unchanged"))))
+    parts.append(decided)
+    out = pa.concat_tables([t.cast(SCHEMA) for t in parts])
+    changed = [prev["source_path"].filter(pc.invert(carried)), work["source_path"], decided["source_path"]]
+    return out.take(pc.sort_indices(out["source_path"])), pa.chunked_array(
+        [c for p in changed for c in p.chunks], pa.string()
+    ).combine_chunks()
+
+
+def _column(table: pa.Table, name: str) -> pa.Array:
+    return table[name].combine_chunks() if table.num_rows else pa.array([], table.schema.field(name).type)
+
+
+def _carried_mask(prev: pa.Table, kept: pa.Table, work: pa.Table, decided_paths: pa.Array) -> pa.ChunkedArray:
+    """Rows of ``prev`` carried into the manifest as they are: kept, neither read nor decided."""
+    kept_here = pc.is_in(positions(prev.num_rows), value_set=_column(kept, "_row"))
+    overridden = pa.concat_arrays([_column(work, "source_path"), decided_paths])
+    return pc.and_(kept_here, pc.invert(pc.is_in(prev["source_path"], value_set=overridden)))
 
 
 def keep_published(work: pa.Table, prev: pa.Table) -> tuple[pa.Table, list[str]]:
@@ -289,13 +319,22 @@ def parsed_paths(work: pa.Table, refused_read: list[str]) -> pa.Table:
     )
 
 
-def claims(m: pa.Table, parsed: pa.Table) -> list[dict[str, Any]]:
+def claims(m: pa.Table, parsed: pa.Table, changed: pa.Array | None = None) -> list[dict[str, Any]]:
     """Rows of identity URLs claimed by several files, or held by a file marked duplicate.
 
     The contested URLs are found by a grouping, then their rows by a semi join: a window over
     every row (a sort of the whole manifest) took 10× as long at a million rows, and a run with
     nothing contested still paid it.
+
+    ``changed`` (from ``rebuild``): only URLs of those rows and of duplicates can be contested,
+    since a published manifest holds each URL at most once as loaded; the query then sees their
+    rows alone.
     """
+    if changed is not None:
+        rows = m.filter(pc.is_in(m["source_path"], value_set=changed))
+        duplicates = m.filter(pc.equal(m["status"], "duplicate"))
+        ids = pa.concat_arrays([_column(rows, "article_id"), _column(duplicates, "article_id")])
+        m = m.filter(pc.is_in(m["article_id"], value_set=ids, skip_nulls=False))
     return (
         _arrow(
             """WITH contested AS (
@@ -318,6 +357,7 @@ def articles_per_month(m: pa.Table) -> dict[str, int]:
 
 def touched_and_losers(m: pa.Table, parsed: pa.Table) -> tuple[set[str], list[str]]:
     """Partitions that gain rows, and parsed files whose rows must not be merged."""
+    m = m.filter(pc.is_in(m["source_path"], value_set=_column(parsed, "source_path")))  # what the joins keep
     touched = {
         str(r[0])
         for r in _rows(
@@ -335,8 +375,15 @@ def touched_and_losers(m: pa.Table, parsed: pa.Table) -> tuple[set[str], list[st
     return touched, losers
 
 
-def dead(prev: pa.Table, m: pa.Table, parsed: pa.Table) -> list[tuple[str, str]]:
-    """(article_id, partition) of previously loaded rows that this run replaces or removes."""
+def dead(prev: pa.Table, m: pa.Table, parsed: pa.Table, changed: pa.Array | None = None) -> list[tuple[str, str]]:
+    """(article_id, partition) of previously loaded rows that this run replaces or removes.
+
+    ``changed`` (from ``rebuild``): every other row of ``prev`` is in ``m`` as it was and was
+    not parsed, so it is not dead; the query then sees the changed rows alone.
+    """
+    if changed is not None:
+        prev = prev.filter(pc.is_in(prev["source_path"], value_set=changed))
+        m = m.filter(pc.is_in(m["source_path"], value_set=changed))
     rows = _rows(
         """SELECT p.article_id, p.partition FROM prev p LEFT JOIN m USING (source_path)
            WHERE p.status = 'loaded' AND (m.source_path IS NULL OR m.status <> 'loaded'

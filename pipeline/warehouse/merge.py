@@ -219,15 +219,28 @@ def _stream_by_month(
     return out.written
 
 
+# The providers table is derived in two steps, so that its input can be read in parts (the months a
+# run keeps while its merges run, then the months it wrote): mentions, grouped by provider id, domain
+# and name with the article and related-article uses of each group; then the providers from the
+# union of such groups. Grouping is exact here: uses, counts, the smallest domain and the set of
+# names are the same whether counted from the rows or from the groups.
+MENTIONS_SQL = """
+SELECT provider_id, provider_domain, provider_name, sum(a)::BIGINT AS a, sum(r)::BIGINT AS r
+FROM ({mentions})
+GROUP BY provider_id, provider_domain, provider_name
+"""
+MENTIONS_PART = """
+SELECT provider_id, provider_domain, provider_name, {a} AS a, {r} AS r
+FROM read_parquet({files}) WHERE provider_id IS NOT NULL
+"""
+NO_MENTIONS = """
+SELECT NULL::VARCHAR AS provider_id, NULL::VARCHAR AS provider_domain, NULL::VARCHAR AS provider_name,
+       0 AS a, 0 AS r
+WHERE false
+"""
 PROVIDERS_SQL = """
-WITH mentions AS (
-    SELECT provider_id, provider_domain, provider_name, 1 AS a, 0 AS r
-    FROM read_parquet({articles}) WHERE provider_id IS NOT NULL
-    UNION ALL
-    SELECT provider_id, provider_domain, provider_name, 0 AS a, 1 AS r
-    FROM read_parquet({related}) WHERE provider_id IS NOT NULL
-), uses AS (
-    SELECT provider_id, provider_name AS name, count(*) AS uses
+WITH uses AS (
+    SELECT provider_id, provider_name AS name, sum(a + r) AS uses
     FROM mentions WHERE provider_name IS NOT NULL GROUP BY provider_id, provider_name
 ), names AS (
     SELECT provider_id, name,
@@ -247,9 +260,26 @@ ORDER BY m.provider_id
 """
 
 
-def derive_providers(con: duckdb.DuckDBPyConnection, articles: list[str], related: list[str]) -> pa.Table:
-    """One row per provider id; ``domain`` in the canonical form its id is the hash of."""
-    sql = PROVIDERS_SQL.format(articles=file_list(articles), related=file_list(related))
-    table = con.sql(sql).to_arrow_table()
+def mentions(con: duckdb.DuckDBPyConnection, articles: list[str], related: list[str]) -> pa.Table:
+    """Provider mentions in these article and related-article files, grouped (see ``MENTIONS_SQL``)."""
+    parts = [MENTIONS_PART.format(files=file_list(articles), a=1, r=0)] if articles else []
+    parts += [MENTIONS_PART.format(files=file_list(related), a=0, r=1)] if related else []
+    sql = MENTIONS_SQL.format(mentions=" UNION ALL ".join(parts) or NO_MENTIONS)
+    return con.sql(sql).to_arrow_table()
+
+
+def providers_of(con: duckdb.DuckDBPyConnection, parts: list[pa.Table]) -> pa.Table:
+    """One row per provider id from grouped mentions of disjoint sets of files; ``domain`` in the
+    canonical form its id is the hash of."""
+    con.register("mentions", pa.concat_tables(parts))
+    try:
+        table = con.sql(PROVIDERS_SQL).to_arrow_table()
+    finally:
+        con.unregister("mentions")
     canonical = pa.array([canonical_host(d) for d in table.column("domain").to_pylist()], pa.string())
     return table.set_column(table.column_names.index("domain"), "domain", canonical)
+
+
+def derive_providers(con: duckdb.DuckDBPyConnection, articles: list[str], related: list[str]) -> pa.Table:
+    """One row per provider id of these files."""
+    return providers_of(con, [mentions(con, articles, related)])
