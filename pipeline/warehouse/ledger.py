@@ -244,32 +244,37 @@ def rebuild(kept: pa.Table, prev: pa.Table, work: pa.Table, decided: pa.Table) -
     decided, or not kept). Every other path's row is the same in both manifests, which lets
     ``dead`` and ``claims`` look at these rows alone.
 
-    In Arrow, not DuckDB: the carried rows are a filter of ``prev`` and the rest is the size of the
-    change, so the one sort is the only step over every row (about half the time of the same union
-    in DuckDB at 100k rows).
+    The union stays in DuckDB: done in Arrow it took half the time at 100k rows, but held two more
+    copies of the manifest at once (the carried rows, then the sorted result), ~460 MB at a
+    million files, where a load has ~70 MB to spare under its 1 GB.
     """
     decided_paths = _column(decided, "source_path")
     if not work.num_rows and not decided.num_rows and kept.num_rows == prev.num_rows:
         return prev, decided_paths  # nothing read or decided, every row kept: the previous manifest as it is
     carried = _carried_mask(prev, kept, work, decided_paths)
-    free = pc.invert(pc.is_in(work["source_path"], value_set=decided_paths))  # work rows no decision overrides
-    parts = [prev.filter(carried)]
-    touched = work.filter(pc.and_(free, pc.equal(work["status"], "unchanged")))
-    if touched.num_rows:
-        at = pc.index_in(touched["source_path"], value_set=_column(prev, "source_path"))
-        found = pc.is_valid(at)
-        touched, at = touched.filter(found), at.filter(found)
-        same = prev.take(at)
-        for name in ("size", "mtime_ns", "etag"):
-            same = same.set_column(same.schema.get_field_index(name), name, touched[name])
-        parts.append(same)
-    parts.append(work.filter(pc.and_(free, pc.not_equal(work["status"], "unchanged"))))
-    parts.append(decided)
-    out = pa.concat_tables([t.cast(SCHEMA) for t in parts])
+    m = _arrow(
+        """SELECT * FROM (
+             SELECT * EXCLUDE (_row) FROM prevr WHERE _row IN (SELECT _row FROM kept)
+                                  AND source_path NOT IN (SELECT source_path FROM work)
+                                  AND source_path NOT IN (SELECT source_path FROM decided)
+             UNION ALL
+             SELECT p.* REPLACE (w.size AS size, w.mtime_ns AS mtime_ns, w.etag AS etag)
+             FROM work w JOIN prev p ON p.source_path = w.source_path
+             WHERE w.status = 'unchanged' AND w.source_path NOT IN (SELECT source_path FROM decided)
+             UNION ALL
+             SELECT * FROM work WHERE status <> 'unchanged'
+                                  AND source_path NOT IN (SELECT source_path FROM decided)
+             UNION ALL
+             SELECT * FROM decided)
+           ORDER BY source_path""",
+        kept=kept,
+        prevr=numbered(prev),
+        prev=prev,
+        work=work,
+        decided=decided,
+    ).cast(SCHEMA)
     changed = [prev["source_path"].filter(pc.invert(carried)), work["source_path"], decided["source_path"]]
-    return out.take(pc.sort_indices(out["source_path"])), pa.chunked_array(
-        [c for p in changed for c in p.chunks], pa.string()
-    ).combine_chunks()
+    return m, pa.chunked_array([c for p in changed for c in p.chunks], pa.string()).combine_chunks()
 
 
 def _few(changed: pa.Array | None, table: pa.Table) -> bool:
