@@ -721,3 +721,51 @@ def test_a_file_at_the_cap_is_read_whole_and_one_byte_over_is_refused(tmp_path: 
     else:
         with pytest.raises(TooLarge):
             seeds.read_capped(real, "f.md", False, 100)
+
+
+@given(
+    st.lists(st.sampled_from(["2023-01", "2023-02", "2023-03", "2024-07", "undated"]), max_size=200), st.integers(1, 20)
+)
+def test_staging_row_groups_are_whole_months_and_few(months: list[str], most: int) -> None:
+    """A staging file's row groups cover its rows in order, none straddles a month (so a merge's
+    statistics on ``_month`` skip exactly the other months), and there are at most MOST of them."""
+    from pipeline.engine.parse import month_row_groups
+
+    months = sorted(months)
+    groups = month_row_groups(months, most)
+    assert [s for s, _ in groups] == [sum(n for _, n in groups[:i]) for i in range(len(groups))]
+    assert sum(n for _, n in groups) == len(months)
+    assert len(groups) <= max(1, most)
+    for (s, n), (t, _) in zip(groups, groups[1:], strict=False):
+        assert n > 0 and months[s + n - 1] != months[t]
+
+
+def test_staging_files_hold_one_month_range_per_row_group(tmp_path: Path) -> None:
+    """The parser's staging files, read back with pyarrow: each row group's _month statistics are
+    one month or a range of whole months, never shared with the next row group."""
+    import pyarrow.parquet as pq
+
+    from pipeline.storage.location import Location
+
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    for i in range(60):
+        month = f"2024-0{1 + i % 7}"  # 8 or 9 documents a month
+        (seeds / f"{i:03d}.md").write_text(
+            f"---\ntitle: T{i}\nwebUrl: https://example.com/{i}\npublishedDateTime: {month}-03T10:00:00Z\n---\n",
+            encoding="utf-8",
+        )
+    jobs = tuple(Job(p.name, p.stat().st_size, p.stat().st_mtime_ns, None, None, None) for p in sorted(seeds.iterdir()))
+    result = process_batch(
+        BatchSpec(0, jobs, Location.parse(str(seeds)), Location.parse(str(tmp_path / "st")), "r", 10**6)
+    )
+    assert sum(o.status == "loaded" for o in result.outcomes) == 60
+    for url in result.staging["articles"]:
+        meta = pq.ParquetFile(url).metadata
+        col = meta.schema.to_arrow_schema().get_field_index("_month")
+        ranges = [
+            (meta.row_group(g).column(col).statistics.min, meta.row_group(g).column(col).statistics.max)
+            for g in range(meta.num_row_groups)
+        ]
+        assert 1 < len(ranges) <= 16
+        assert all(hi < lo for (_, hi), (lo, _) in zip(ranges, ranges[1:], strict=False))
