@@ -193,17 +193,14 @@ def _contents(spec: BatchSpec) -> Iterator[tuple[Job, bytes | BaseException]]:
             yield job, fetched.get(job.rel, ProblemError(_too_large(spec.max_bytes)))
 
 
-STAGING_ROW_GROUPS = 16  # at most this many row groups per staging file, each of whole months
+STAGING_ROW_GROUPS = 4  # row groups per staging file: what a merge of a few months can skip
 
 
 def _write_staging(loaded: list[tuple[Outcome, Loaded]], spec: BatchSpec) -> dict[str, list[str]]:
-    """One staging file per table for the batch, its rows sorted by month in row groups of whole months.
+    """One staging file per table for the batch, its rows sorted by month in a few row groups.
 
-    Each merge reads one group of months: row-group statistics on ``_month`` let it skip the rest of
-    every staging file. Row groups never straddle a month, and there are up to 16 of them, so at a
-    million files, where a merge group holds two or three of 49 months, a merge reads about a tenth of
-    each file (with 4 row groups of a dozen months each it read a quarter to a half of every file in
-    each of ~20 merges: the build read all staged rows ~7 times).
+    Each merge reads one group of months: row-group statistics on ``_month`` let it skip most of
+    every staging file, so the build reads each staged row a few times, not once per group.
     """
     files: dict[str, list[str]] = {}
     token = secrets.token_hex(6)  # unique per call: a run may parse in several rounds and re-run crashed batches
@@ -220,31 +217,17 @@ def _write_staging(loaded: list[tuple[Outcome, Loaded]], spec: BatchSpec) -> dic
         target = staging_schema(table)
         columns: list[Any] = [*zip(*rows, strict=True), sources, months] if rows else [[] for _ in target]
         arrays = [pa.array(col, type=f.type) for col, f in zip(columns, target, strict=True)]
-        data = pa.Table.from_arrays(arrays, schema=target)
         name = f"{table.name}-{spec.batch_no:06d}-{token}.parquet"
         with spec.staging.open_write(name) as fh:
-            # statistics on _month only: what merges prune by; the rest would only cost time
-            with pq.ParquetWriter(fh, target, compression="lz4", write_statistics=["_month"]) as writer:
-                for start, length in month_row_groups(months, STAGING_ROW_GROUPS):
-                    writer.write_table(data.slice(start, length), row_group_size=max(1, length))
+            pq.write_table(
+                pa.Table.from_arrays(arrays, schema=target),
+                fh,
+                compression="lz4",
+                row_group_size=max(1, -(-len(rows) // STAGING_ROW_GROUPS)),
+                write_statistics=["_month"],  # what merges prune by; the rest would only cost time
+            )
         files[table.name] = [spec.staging.join(name)]
     return files
-
-
-def month_row_groups(months: list[str], most: int) -> list[tuple[int, int]]:
-    """(start, length) of at most about MOST row groups over rows sorted by month, each made of whole
-    months and of about equal size (a month larger than that is a row group alone). One empty group
-    for no rows, so that every staging file has a row group."""
-    if not months:
-        return [(0, 0)]
-    aim = -(-len(months) // max(1, most))
-    groups: list[tuple[int, int]] = []
-    start = 0
-    for i in range(1, len(months) + 1):
-        if i == len(months) or (months[i] != months[i - 1] and i - start >= aim):
-            groups.append((start, i - start))
-            start = i
-    return groups
 
 
 def process_batch(spec: BatchSpec) -> BatchResult:

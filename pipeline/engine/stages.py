@@ -347,7 +347,7 @@ def resolve(state: State, services: Services) -> State:
 
     held: list[str] = []
 
-    def settle(parsed: Parsed) -> tuple[pa.Table, pa.Table, pa.Array]:
+    def settle(parsed: Parsed) -> tuple[pa.Table, pa.Table, pa.Array | None]:
         """Parsed paths, the manifest, and the paths whose rows it does not carry from ``prev``."""
         work, held[:] = ledger.keep_published(parsed.outcomes, prev)
         paths = ledger.parsed_paths(work, list(planned.refused_read))

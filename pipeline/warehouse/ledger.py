@@ -239,10 +239,11 @@ def manifest(kept: pa.Table, prev: pa.Table, work: pa.Table, decided: pa.Table) 
     return rebuild(kept, prev, work, decided)[0]
 
 
-def rebuild(kept: pa.Table, prev: pa.Table, work: pa.Table, decided: pa.Table) -> tuple[pa.Table, pa.Array]:
+def rebuild(kept: pa.Table, prev: pa.Table, work: pa.Table, decided: pa.Table) -> tuple[pa.Table, pa.Array | None]:
     """``manifest``, and the paths whose rows it does not carry from ``prev`` as they are (read,
-    decided, or not kept). Every other path's row is the same in both manifests, which lets
-    ``dead`` and ``claims`` look at these rows alone.
+    decided, or not kept), or None when they are not few (``FEW_CHANGED``; a full load's would be
+    every path, ~60 MB at a million files, for nothing). Every other path's row is the same in both
+    manifests, which lets ``dead`` and ``claims`` look at these rows alone.
 
     The union stays in DuckDB: done in Arrow it took half the time at 100k rows, but held two more
     copies of the manifest at once (the carried rows, then the sorted result), ~460 MB at a
@@ -273,7 +274,10 @@ def rebuild(kept: pa.Table, prev: pa.Table, work: pa.Table, decided: pa.Table) -
         work=work,
         decided=decided,
     ).cast(SCHEMA)
-    changed = [prev["source_path"].filter(pc.invert(carried)), work["source_path"], decided["source_path"]]
+    gone = prev["source_path"].filter(pc.invert(carried))
+    if (len(gone) + work.num_rows + decided.num_rows) * FEW_CHANGED >= m.num_rows:
+        return m, None
+    changed = [gone, work["source_path"], decided["source_path"]]
     return m, pa.chunked_array([c for p in changed for c in p.chunks], pa.string()).combine_chunks()
 
 
@@ -283,7 +287,7 @@ def _few(changed: pa.Array | None, table: pa.Table) -> bool:
     return changed is not None and len(changed) * FEW_CHANGED < table.num_rows
 
 
-FEW_CHANGED = 4  # the changed rows are "few" below a quarter of the table
+FEW_CHANGED = 4  # the changed rows are "few" below a quarter of the manifest
 
 
 def _column(table: pa.Table, name: str) -> pa.Array:
