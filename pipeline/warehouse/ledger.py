@@ -252,7 +252,6 @@ def rebuild(kept: pa.Table, prev: pa.Table, work: pa.Table, decided: pa.Table) -
     decided_paths = _column(decided, "source_path")
     if not work.num_rows and not decided.num_rows and kept.num_rows == prev.num_rows:
         return prev, decided_paths  # nothing read or decided, every row kept: the previous manifest as it is
-    carried = _carried_mask(prev, kept, work, decided_paths)
     m = _arrow(
         """SELECT * FROM (
              SELECT * EXCLUDE (_row) FROM prevr WHERE _row IN (SELECT _row FROM kept)
@@ -274,9 +273,11 @@ def rebuild(kept: pa.Table, prev: pa.Table, work: pa.Table, decided: pa.Table) -
         work=work,
         decided=decided,
     ).cast(SCHEMA)
-    gone = prev["source_path"].filter(pc.invert(carried))
-    if (len(gone) + work.num_rows + decided.num_rows) * FEW_CHANGED >= m.num_rows:
+    # At most this many rows change (the previous rows not kept, and every override): the changed
+    # paths are sought only when they are few, so a big change never hashes all its paths for them.
+    if (prev.num_rows - kept.num_rows + work.num_rows + decided.num_rows) * FEW_CHANGED >= m.num_rows:
         return m, None
+    gone = prev["source_path"].filter(pc.invert(_carried_mask(prev, kept, work, decided_paths)))
     changed = [gone, work["source_path"], decided["source_path"]]
     return m, pa.chunked_array([c for p in changed for c in p.chunks], pa.string()).combine_chunks()
 
