@@ -473,6 +473,8 @@ def build(state: State, services: Services) -> State:
         rejects = ledger.rejects(res.manifest)
     else:
         new_keys, rejects = (), derived[1]
+    # The ledger's DuckDB goes before the providers' opens: its buffers would be held beside them.
+    ledger.CONNECTIONS.close()
     files = _document_files(ctx, kept, specs, merging.result())
     rows = {t.name: sum(n for _, n in files[t.name]) for t in schema.DOCUMENT_TABLES}
     files["providers"] = _provider_files(ctx, files, kept, kept_mentions)
