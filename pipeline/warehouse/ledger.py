@@ -247,7 +247,7 @@ def rebuild(kept: pa.Table, prev: pa.Table, work: pa.Table, decided: pa.Table) -
 
     The union stays in DuckDB: done in Arrow it took half the time at 100k rows, but held two more
     copies of the manifest at once (the carried rows, then the sorted result), ~460 MB at a
-    million files, where a load has ~70 MB to spare under its 1 GB.
+    million files, where a 1M load has ~25 MB to spare under its 1 GB.
     """
     decided_paths = _column(decided, "source_path")
     if not work.num_rows and not decided.num_rows and kept.num_rows == prev.num_rows:
