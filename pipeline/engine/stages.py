@@ -491,7 +491,7 @@ def build(state: State, services: Services) -> State:
         "snapshot_id": sid,
     }
     # The manifest's tables are written after the providers, as before the merges overlapped: written
-    # while they ran, a million-row source_files left the run's process at ~1,060 MiB, not ~950.
+    # while they ran, a 1M load's run process peaked at 999-1,061 MiB; after them 996-1,000 MiB.
     if derived is None:
         small = {"source_files": res.manifest, "rejects": rejects, "unknown_keys": unknown}
         for name, data in small.items():
